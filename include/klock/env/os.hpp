@@ -1,0 +1,100 @@
+// The os environment: real threads, std::atomic, Linux futexes.
+//
+// The task record is a thread_local with trivial construction, so reaching it is one
+// TLS-relative address computation; its slow initialisation (gettid, a task slot, the thread
+// name) runs once per thread on first use.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <ctime>
+#include <signal.h>
+
+#include <klock/env/env.hpp>
+#include <klock/thread_info.hpp>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace klock::env {
+
+struct os_task {
+    thread_info ti;
+    sigset_t saved_sigmask; // signal mask before local_irq_disable() blocked signals
+};
+
+namespace detail {
+extern thread_local constinit os_task tls_task __attribute__((tls_model("initial-exec")));
+void os_task_init(os_task* t) noexcept;
+os_task* os_task_from_slot(std::uint32_t slot) noexcept;
+int os_current_cpu() noexcept;
+int os_current_prio() noexcept;
+int os_futex_wait(std::atomic<std::uint32_t>& w, std::uint32_t val, std::uint64_t deadline) noexcept;
+int os_futex_wake(std::atomic<std::uint32_t>& w, int n) noexcept;
+int os_futex_lock_pi(std::atomic<std::uint32_t>& w, std::uint64_t deadline) noexcept;
+int os_futex_trylock_pi(std::atomic<std::uint32_t>& w) noexcept;
+int os_futex_unlock_pi(std::atomic<std::uint32_t>& w) noexcept;
+void os_irq_disable(os_task* t) noexcept;
+void os_irq_enable(os_task* t) noexcept;
+} // namespace detail
+
+struct os {
+    template <class T>
+    using atomic = std::atomic<T>;
+    using task = os_task;
+
+    [[gnu::always_inline]] static task* current() noexcept
+    {
+        task* t = &detail::tls_task;
+        if (__builtin_expect(t->ti.pid == 0, 0))
+            detail::os_task_init(t);
+        return t;
+    }
+    static thread_info& info(task* t) noexcept { return t->ti; }
+    static int task_pid(task* t) noexcept { return t->ti.pid; }
+    static const char* task_comm(task* t) noexcept { return t->ti.comm; }
+    static bool task_on_cpu(task* t) noexcept { return !t->ti.blocked.load(std::memory_order_relaxed); }
+    static task* task_from_slot(std::uint32_t slot) noexcept { return detail::os_task_from_slot(slot); }
+    static int current_cpu() noexcept { return detail::os_current_cpu(); }
+    static int current_prio() noexcept { return detail::os_current_prio(); }
+
+    [[gnu::always_inline]] static void cpu_relax() noexcept
+    {
+#if defined(__x86_64__) || defined(__i386__)
+        _mm_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield" ::: "memory");
+#else
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+#endif
+    }
+    static std::uint64_t now_ns() noexcept
+    {
+        timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return std::uint64_t(ts.tv_sec) * 1000000000u + std::uint64_t(ts.tv_nsec);
+    }
+
+    static int futex_wait(atomic<std::uint32_t>& w, std::uint32_t val, std::uint64_t deadline) noexcept
+    {
+        return detail::os_futex_wait(w, val, deadline);
+    }
+    static int futex_wake(atomic<std::uint32_t>& w, int n) noexcept { return detail::os_futex_wake(w, n); }
+    static int futex_lock_pi(atomic<std::uint32_t>& w, std::uint64_t deadline) noexcept
+    {
+        return detail::os_futex_lock_pi(w, deadline);
+    }
+    static int futex_trylock_pi(atomic<std::uint32_t>& w) noexcept { return detail::os_futex_trylock_pi(w); }
+    static int futex_unlock_pi(atomic<std::uint32_t>& w) noexcept { return detail::os_futex_unlock_pi(w); }
+
+    // preempt_count is checked, not enforced, for real threads: the OS scheduler preempts
+    // whenever it likes, so there is nothing to run here.
+    static void preempt_schedule() noexcept {}
+    static void irq_disable(task* t) noexcept { detail::os_irq_disable(t); }
+    static void irq_enable(task* t) noexcept { detail::os_irq_enable(t); }
+};
+
+static_assert(Env<os>);
+
+} // namespace klock::env

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing klock needs, from Debian packages, where missing.
+# Pass --bench to add the peers the benchmarks compare against (abseil, TBB, Concurrency Kit).
+set -euo pipefail
+pkgs=(cmake ninja-build g++ clang libgtest-dev libgmock-dev libbenchmark-dev)
+if [[ "${1:-}" == "--bench" ]]; then
+  pkgs+=(libabsl-dev libtbb-dev libck-dev)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,140 @@
+// preempt_count, irq state and might_sleep for real threads.
+#include <gtest/gtest.h>
+
+#include <klock/might_sleep.hpp>
+#include <klock/preempt.hpp>
+#include <klock/report.hpp>
+
+#include <csignal>
+#include <thread>
+
+#include "support/counting_env.hpp"
+
+namespace {
+
+TEST(PreemptCount, KernelBitLayout)
+{
+    EXPECT_EQ(klock::PREEMPT_MASK, 0x000000ffu);
+    EXPECT_EQ(klock::SOFTIRQ_MASK, 0x0000ff00u);
+    EXPECT_EQ(klock::HARDIRQ_MASK, 0x000f0000u);
+    EXPECT_EQ(klock::NMI_MASK, 0x00f00000u);
+    EXPECT_EQ(klock::PREEMPT_NEED_RESCHED, 0x80000000u);
+}
+
+TEST(PreemptCount, DisableEnableNests)
+{
+    EXPECT_EQ(klock::preempt_count(), 0u);
+    EXPECT_TRUE(klock::preemptible());
+    klock::preempt_disable();
+    klock::preempt_disable();
+    EXPECT_EQ(klock::preempt_count(), 2u);
+    EXPECT_TRUE(klock::in_atomic());
+    EXPECT_FALSE(klock::preemptible());
+    klock::preempt_enable();
+    klock::preempt_enable();
+    EXPECT_EQ(klock::preempt_count(), 0u);
+    EXPECT_TRUE(klock::preemptible());
+}
+
+TEST(PreemptCount, PerThread)
+{
+    klock::preempt_disable();
+    std::uint32_t other = 99;
+    std::thread([&] { other = klock::preempt_count(); }).join();
+    EXPECT_EQ(other, 0u);
+    klock::preempt_enable();
+}
+
+TEST(PreemptCount, BottomHalvesUseSoftirqBits)
+{
+    klock::local_bh_disable();
+    EXPECT_EQ(klock::preempt_count(), klock::SOFTIRQ_DISABLE_OFFSET);
+    EXPECT_TRUE(klock::in_softirq());
+    EXPECT_FALSE(klock::in_hardirq());
+    klock::local_bh_enable();
+    EXPECT_EQ(klock::preempt_count(), 0u);
+}
+
+TEST(IrqFlags, SaveRestoreNestsAndBlocksSignals)
+{
+    EXPECT_FALSE(klock::irqs_disabled());
+    klock::irq_flags outer = klock::local_irq_save();
+    EXPECT_TRUE(klock::irqs_disabled());
+    EXPECT_FALSE(klock::preemptible());
+    sigset_t now;
+    pthread_sigmask(SIG_BLOCK, nullptr, &now);
+    EXPECT_TRUE(sigismember(&now, SIGUSR1));
+    EXPECT_FALSE(sigismember(&now, SIGSEGV)); // synchronous faults stay deliverable
+
+    klock::irq_flags inner = klock::local_irq_save();
+    klock::local_irq_restore(inner);
+    EXPECT_TRUE(klock::irqs_disabled()); // still inside the outer section
+
+    klock::local_irq_restore(outer);
+    EXPECT_FALSE(klock::irqs_disabled());
+    pthread_sigmask(SIG_BLOCK, nullptr, &now);
+    EXPECT_FALSE(sigismember(&now, SIGUSR1));
+}
+
+TEST(IrqFlags, PendingSignalDeliveredOnEnable)
+{
+    static volatile std::sig_atomic_t delivered = 0;
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { delivered = 1; };
+    struct sigaction old {};
+    sigaction(SIGUSR2, &sa, &old);
+    delivered = 0;
+    klock::local_irq_disable();
+    pthread_kill(pthread_self(), SIGUSR2);
+    EXPECT_EQ(delivered, 0);
+    klock::local_irq_enable();
+    EXPECT_EQ(delivered, 1);
+    sigaction(SIGUSR2, &old, nullptr);
+}
+
+TEST(MightSleep, SilentWhenPreemptible)
+{
+    klock::report_capture cap;
+    klock::might_sleep();
+    EXPECT_EQ(cap.count(), 0u);
+}
+
+TEST(MightSleep, ReportsInAtomicContextInKernelFormat)
+{
+    klock::report_capture cap;
+    klock::preempt_disable();
+    klock::might_sleep(); // the line below is what the report must name
+    const unsigned line = __LINE__ - 1;
+    klock::preempt_enable();
+    ASSERT_EQ(cap.count(), 1u);
+    const std::string r = cap.reports()[0];
+    EXPECT_NE(r.find("BUG: sleeping function called from invalid context at "), std::string::npos) << r;
+    EXPECT_NE(r.find("context_test.cpp:" + std::to_string(line)), std::string::npos) << r;
+    EXPECT_NE(r.find("in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: "), std::string::npos) << r;
+    EXPECT_NE(r.find("preempt_count: 1, expected: 0"), std::string::npos) << r;
+    EXPECT_NE(r.find("Call Trace:"), std::string::npos) << r;
+    EXPECT_EQ(klock::preempt_count(), 0u); // the check changed nothing
+}
+
+TEST(MightSleep, ReportsWithIrqsDisabled)
+{
+    klock::report_capture cap;
+    klock::irq_flags f = klock::local_irq_save();
+    klock::might_sleep();
+    klock::local_irq_restore(f);
+    ASSERT_EQ(cap.count(), 1u);
+    EXPECT_NE(cap.reports()[0].find("in_atomic(): 0, irqs_disabled(): 1"), std::string::npos);
+}
+
+TEST(Env, CountingEnvSharesTheTaskRecord)
+{
+    using E = klock::test::counting_env;
+    klock::kernel::preempt_disable<E>();
+    EXPECT_EQ(klock::preempt_count(), 1u);
+    klock::kernel::preempt_enable<E>();
+    EXPECT_GT(E::task_pid(E::current()), 0);
+    EXPECT_NE(E::info(E::current()).slot, 0u);
+    EXPECT_EQ(E::task_from_slot(E::info(E::current()).slot), E::current());
+}
+
+} // namespace
