@@ -79,9 +79,9 @@ TEST(IrqFlags, SaveRestoreNestsAndBlocksSignals)
 TEST(IrqFlags, PendingSignalDeliveredOnEnable)
 {
     static volatile std::sig_atomic_t delivered = 0;
-    struct sigaction sa {};
+    struct sigaction sa { };
     sa.sa_handler = [](int) { delivered = 1; };
-    struct sigaction old {};
+    struct sigaction old { };
     sigaction(SIGUSR2, &sa, &old);
     delivered = 0;
     klock::local_irq_disable();

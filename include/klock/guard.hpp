@@ -6,8 +6,7 @@
 
 namespace klock {
 
-template <class Lock>
-class KLOCK_SCOPED_CAPABILITY lock_guard {
+template <class Lock> class KLOCK_SCOPED_CAPABILITY lock_guard {
 public:
     explicit lock_guard(Lock& l) KLOCK_ACQUIRE(l) : lock_(l) { lock_.lock(); }
     ~lock_guard() KLOCK_RELEASE() { lock_.unlock(); }
@@ -18,8 +17,7 @@ private:
     Lock& lock_;
 };
 
-template <class Lock>
-class KLOCK_SCOPED_CAPABILITY shared_lock_guard {
+template <class Lock> class KLOCK_SCOPED_CAPABILITY shared_lock_guard {
 public:
     explicit shared_lock_guard(Lock& l) KLOCK_ACQUIRE_SHARED(l) : lock_(l) { lock_.lock_shared(); }
     ~shared_lock_guard() KLOCK_RELEASE() { lock_.unlock_shared(); }

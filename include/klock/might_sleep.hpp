@@ -33,8 +33,7 @@ struct sleep_in_atomic_info {
 } // namespace detail
 
 namespace kernel {
-template <env::Env E>
-[[gnu::always_inline]] inline void might_sleep(const char* file, unsigned line) noexcept
+template <env::Env E> [[gnu::always_inline]] inline void might_sleep(const char* file, unsigned line) noexcept
 {
     typename E::task* t = E::current();
     const thread_info& ti = E::info(t);

@@ -21,37 +21,32 @@ using irq_flags = unsigned long;
 
 namespace kernel {
 
-template <env::Env E>
-[[gnu::always_inline]] inline void preempt_count_add(std::uint32_t n) noexcept
+template <env::Env E> [[gnu::always_inline]] inline void preempt_count_add(std::uint32_t n) noexcept
 {
     E::info(E::current()).preempt_count += n;
     std::atomic_signal_fence(std::memory_order_seq_cst); // barrier(): keep the section inside
 }
 
-template <env::Env E>
-[[gnu::always_inline]] inline void preempt_count_sub(std::uint32_t n) noexcept
+template <env::Env E> [[gnu::always_inline]] inline void preempt_count_sub(std::uint32_t n) noexcept
 {
     std::atomic_signal_fence(std::memory_order_seq_cst);
     E::info(E::current()).preempt_count -= n;
 }
 
-template <env::Env E>
-[[gnu::always_inline]] inline bool preemptible() noexcept
+template <env::Env E> [[gnu::always_inline]] inline bool preemptible() noexcept
 {
     const thread_info& ti = E::info(E::current());
     return ti.preempt_count == 0 && !ti.irqs_disabled;
 }
 
-template <env::Env E>
-[[gnu::always_inline]] inline void preempt_disable() noexcept
+template <env::Env E> [[gnu::always_inline]] inline void preempt_disable() noexcept
 {
     preempt_count_add<E>(PREEMPT_OFFSET);
 }
 
 // Lowers the count and, like the kernel's preempt_enable(), reschedules if it reached zero
 // with a reschedule pending and interrupts are on.
-template <env::Env E>
-[[gnu::always_inline]] inline void preempt_enable() noexcept
+template <env::Env E> [[gnu::always_inline]] inline void preempt_enable() noexcept
 {
     typename E::task* t = E::current();
     thread_info& ti = E::info(t);
@@ -60,14 +55,12 @@ template <env::Env E>
         E::preempt_schedule();
 }
 
-template <env::Env E>
-[[gnu::always_inline]] inline void preempt_enable_no_resched() noexcept
+template <env::Env E> [[gnu::always_inline]] inline void preempt_enable_no_resched() noexcept
 {
     preempt_count_sub<E>(PREEMPT_OFFSET);
 }
 
-template <env::Env E>
-inline void local_irq_disable() noexcept
+template <env::Env E> inline void local_irq_disable() noexcept
 {
     typename E::task* t = E::current();
     thread_info& ti = E::info(t);
@@ -77,8 +70,7 @@ inline void local_irq_disable() noexcept
     }
 }
 
-template <env::Env E>
-inline void local_irq_enable() noexcept
+template <env::Env E> inline void local_irq_enable() noexcept
 {
     typename E::task* t = E::current();
     thread_info& ti = E::info(t);
@@ -90,16 +82,14 @@ inline void local_irq_enable() noexcept
 
 // flags records whether interrupts were disabled before; restore returns to that state, so
 // save/restore pairs nest.
-template <env::Env E>
-inline irq_flags local_irq_save() noexcept
+template <env::Env E> inline irq_flags local_irq_save() noexcept
 {
     irq_flags flags = E::info(E::current()).irqs_disabled ? 1 : 0;
     local_irq_disable<E>();
     return flags;
 }
 
-template <env::Env E>
-inline void local_irq_restore(irq_flags flags) noexcept
+template <env::Env E> inline void local_irq_restore(irq_flags flags) noexcept
 {
     if (flags == 0)
         local_irq_enable<E>();
@@ -107,14 +97,9 @@ inline void local_irq_restore(irq_flags flags) noexcept
         local_irq_disable<E>();
 }
 
-template <env::Env E>
-inline void local_bh_disable() noexcept
-{
-    preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET);
-}
+template <env::Env E> inline void local_bh_disable() noexcept { preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET); }
 
-template <env::Env E>
-inline void local_bh_enable() noexcept
+template <env::Env E> inline void local_bh_enable() noexcept
 {
     preempt_count_sub<E>(SOFTIRQ_DISABLE_OFFSET);
     thread_info& ti = E::info(E::current());

@@ -55,7 +55,7 @@ struct alignas(64) thread_info {
     // Set while the task sleeps in the kernel (futex wait): the "owner is not on a CPU" hint
     // that optimistic spinners read.
     std::atomic<bool> blocked;
-    int pid;        // thread id; 0 until the task record is initialised
+    int pid;            // thread id; 0 until the task record is initialised
     std::uint32_t slot; // small dense task number, 1-based (0: none); queued locks encode it
     char comm[16];
     alignas(64) unsigned char mcs_area[TASK_MCS_AREA_BYTES];

@@ -86,12 +86,12 @@ int os_futex_lock_pi(std::atomic<std::uint32_t>& w, std::uint64_t deadline) noex
             timespec now_mono, now_rt;
             clock_gettime(CLOCK_MONOTONIC, &now_mono);
             clock_gettime(CLOCK_REALTIME, &now_rt);
-            std::int64_t left = std::int64_t(deadline) -
-                                (std::int64_t(now_mono.tv_sec) * 1000000000 + now_mono.tv_nsec);
+            std::int64_t left
+                = std::int64_t(deadline) - (std::int64_t(now_mono.tv_sec) * 1000000000 + now_mono.tv_nsec);
             if (left < 0)
                 left = 0;
-            rt = to_timespec(std::uint64_t(now_rt.tv_sec) * 1000000000u + std::uint64_t(now_rt.tv_nsec) +
-                             std::uint64_t(left));
+            rt = to_timespec(
+                std::uint64_t(now_rt.tv_sec) * 1000000000u + std::uint64_t(now_rt.tv_nsec) + std::uint64_t(left));
         }
         rc = futex(w, FUTEX_LOCK_PI, 0, tsp ? &rt : nullptr, 0);
         if (rc == 0)

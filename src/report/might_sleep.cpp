@@ -27,7 +27,7 @@ void report_sleep_in_atomic(const sleep_in_atomic_info& in)
     std::snprintf(buf, sizeof buf, "BUG: sleeping function called from invalid context at %s:%u\n", in.file, in.line);
     text += buf;
     std::snprintf(buf, sizeof buf, "in_atomic(): %d, irqs_disabled(): %d, non_block: 0, pid: %d, name: %s\n",
-                  in.preempt_count != 0 ? 1 : 0, in.irqs_disabled ? 1 : 0, in.pid, in.comm);
+        in.preempt_count != 0 ? 1 : 0, in.irqs_disabled ? 1 : 0, in.pid, in.comm);
     text += buf;
     std::snprintf(buf, sizeof buf, "preempt_count: %x, expected: 0\n", in.preempt_count);
     text += buf;

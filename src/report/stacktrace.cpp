@@ -44,11 +44,11 @@ std::string format_stack(const stack_trace& trace)
             char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
             const char* name = status == 0 && demangled ? demangled : info.dli_sname;
             std::snprintf(line, sizeof line, " %s+0x%" PRIxPTR " [%s]\n", name,
-                          ip - reinterpret_cast<std::uintptr_t>(info.dli_saddr), module);
+                ip - reinterpret_cast<std::uintptr_t>(info.dli_saddr), module);
             std::free(demangled);
         } else {
             std::snprintf(line, sizeof line, " %s+0x%" PRIxPTR "\n", module,
-                          ip - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
+                ip - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
         }
         out += line;
     }

@@ -21,17 +21,19 @@ struct counting_env {
         futex_calls.store(0);
     }
 
-    template <class T>
-    class atomic {
+    template <class T> class atomic {
     public:
-        constexpr atomic() noexcept : v_{} {}
-        constexpr atomic(T v) noexcept : v_{v} {}
+        constexpr atomic() noexcept : v_{} { }
+        constexpr atomic(T v) noexcept : v_{v} { }
         atomic(const atomic&) = delete;
         atomic& operator=(const atomic&) = delete;
 
         T load(std::memory_order mo = std::memory_order_seq_cst) const noexcept { return count(), v_.load(mo); }
         void store(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept { count(), v_.store(v, mo); }
-        T exchange(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept { return count(), v_.exchange(v, mo); }
+        T exchange(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept
+        {
+            return count(), v_.exchange(v, mo);
+        }
         bool compare_exchange_strong(T& e, T d, std::memory_order s, std::memory_order f) noexcept
         {
             return count(), v_.compare_exchange_strong(e, d, s, f);
@@ -48,11 +50,26 @@ struct counting_env {
         {
             return count(), v_.compare_exchange_weak(e, d, mo);
         }
-        T fetch_add(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept { return count(), v_.fetch_add(v, mo); }
-        T fetch_sub(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept { return count(), v_.fetch_sub(v, mo); }
-        T fetch_or(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept { return count(), v_.fetch_or(v, mo); }
-        T fetch_and(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept { return count(), v_.fetch_and(v, mo); }
-        T fetch_xor(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept { return count(), v_.fetch_xor(v, mo); }
+        T fetch_add(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept
+        {
+            return count(), v_.fetch_add(v, mo);
+        }
+        T fetch_sub(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept
+        {
+            return count(), v_.fetch_sub(v, mo);
+        }
+        T fetch_or(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept
+        {
+            return count(), v_.fetch_or(v, mo);
+        }
+        T fetch_and(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept
+        {
+            return count(), v_.fetch_and(v, mo);
+        }
+        T fetch_xor(T v, std::memory_order mo = std::memory_order_seq_cst) noexcept
+        {
+            return count(), v_.fetch_xor(v, mo);
+        }
 
         std::atomic<T>& underlying() noexcept { return v_; }
 
@@ -96,7 +113,7 @@ struct counting_env {
         futex_calls.fetch_add(1, std::memory_order_relaxed);
         return env::os::futex_unlock_pi(w.underlying());
     }
-    static void preempt_schedule() noexcept {}
+    static void preempt_schedule() noexcept { }
     static void irq_disable(task* t) noexcept { env::os::irq_disable(t); }
     static void irq_enable(task* t) noexcept { env::os::irq_enable(t); }
 };

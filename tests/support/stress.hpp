@@ -25,7 +25,7 @@ public:
             std::unique_lock<std::mutex> g(m_);
             if (!cv_.wait_for(g, limit, [this] { return done_; })) {
                 std::fprintf(stderr, "watchdog: '%s' made no progress for %lld s (lost wakeup or deadlock)\n",
-                             what_.c_str(), static_cast<long long>(limit.count()));
+                    what_.c_str(), static_cast<long long>(limit.count()));
                 std::fflush(stderr);
                 std::abort();
             }
@@ -69,8 +69,7 @@ inline void run_threads(int n, const std::function<void(int)>& body)
 // n threads each do `iters` increments of a plain (non-atomic) counter under `lock`, and
 // check while holding it that nobody else is inside. Returns the final count; a lock that
 // breaks mutual exclusion loses increments or trips `overlaps`.
-template <class Lock>
-std::uint64_t hammer(Lock& lock, int n, int iters, std::atomic<int>* overlaps = nullptr)
+template <class Lock> std::uint64_t hammer(Lock& lock, int n, int iters, std::atomic<int>* overlaps = nullptr)
 {
     std::uint64_t counter = 0;
     std::atomic<int> inside{0};

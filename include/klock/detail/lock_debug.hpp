@@ -21,11 +21,10 @@ struct task_desc {
     int cpu = -1;
 };
 
-void report_lock_bug(std::string_view what, const void* lock, task_desc current, task_desc owner,
-                     std::string_view extra = {});
+void report_lock_bug(
+    std::string_view what, const void* lock, task_desc current, task_desc owner, std::string_view extra = {});
 
-template <env::Env E>
-task_desc describe_task(typename E::task* t, int cpu = -1) noexcept
+template <env::Env E> task_desc describe_task(typename E::task* t, int cpu = -1) noexcept
 {
     if (t == nullptr)
         return {};
@@ -34,11 +33,11 @@ task_desc describe_task(typename E::task* t, int cpu = -1) noexcept
 
 // Report `what` about `lock`, naming the current task and `owner` (may be null).
 template <env::Env E>
-[[gnu::cold, gnu::noinline]] void lock_bug(std::string_view what, const void* lock, typename E::task* owner,
-                                            int owner_cpu = -1, std::string_view extra = {})
+[[gnu::cold, gnu::noinline]] void lock_bug(
+    std::string_view what, const void* lock, typename E::task* owner, int owner_cpu = -1, std::string_view extra = {})
 {
-    report_lock_bug(what, lock, describe_task<E>(E::current(), E::current_cpu()), describe_task<E>(owner, owner_cpu),
-                    extra);
+    report_lock_bug(
+        what, lock, describe_task<E>(E::current(), E::current_cpu()), describe_task<E>(owner, owner_cpu), extra);
 }
 
 } // namespace klock::detail

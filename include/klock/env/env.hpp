@@ -46,26 +46,81 @@ inline constexpr std::uint32_t FUTEX_OWNER_DIED = 0x40000000u;
 inline constexpr std::uint32_t FUTEX_TID_MASK = 0x3fffffffu;
 
 template <class E>
-concept Env = requires(typename E::task* t, typename E::template atomic<std::uint32_t>& w, std::uint32_t v,
-                       std::uint64_t deadline) {
-    { E::current() } noexcept -> std::same_as<typename E::task*>;
-    { E::info(t) } noexcept -> std::same_as<thread_info&>;
-    { E::task_pid(t) } noexcept -> std::same_as<int>;
-    { E::task_comm(t) } noexcept -> std::same_as<const char*>;
-    { E::task_on_cpu(t) } noexcept -> std::same_as<bool>;
-    { E::task_from_slot(v) } noexcept -> std::same_as<typename E::task*>;
-    { E::current_cpu() } noexcept -> std::same_as<int>;
-    { E::current_prio() } noexcept -> std::same_as<int>;
-    { E::cpu_relax() } noexcept;
-    { E::now_ns() } noexcept -> std::same_as<std::uint64_t>;
-    { E::futex_wait(w, v, deadline) } noexcept -> std::same_as<int>;
-    { E::futex_wake(w, 1) } noexcept -> std::same_as<int>;
-    { E::futex_lock_pi(w, deadline) } noexcept -> std::same_as<int>;
-    { E::futex_trylock_pi(w) } noexcept -> std::same_as<int>;
-    { E::futex_unlock_pi(w) } noexcept -> std::same_as<int>;
-    { E::preempt_schedule() } noexcept;
-    { E::irq_disable(t) } noexcept;
-    { E::irq_enable(t) } noexcept;
+concept Env = requires(
+    typename E::task* t, typename E::template atomic<std::uint32_t>& w, std::uint32_t v, std::uint64_t deadline)
+{
+    {
+        E::current()
+    }
+    noexcept->std::same_as<typename E::task*>;
+    {
+        E::info(t)
+    }
+    noexcept->std::same_as<thread_info&>;
+    {
+        E::task_pid(t)
+    }
+    noexcept->std::same_as<int>;
+    {
+        E::task_comm(t)
+    }
+    noexcept->std::same_as<const char*>;
+    {
+        E::task_on_cpu(t)
+    }
+    noexcept->std::same_as<bool>;
+    {
+        E::task_from_slot(v)
+    }
+    noexcept->std::same_as<typename E::task*>;
+    {
+        E::current_cpu()
+    }
+    noexcept->std::same_as<int>;
+    {
+        E::current_prio()
+    }
+    noexcept->std::same_as<int>;
+    {
+        E::cpu_relax()
+    }
+    noexcept;
+    {
+        E::now_ns()
+    }
+    noexcept->std::same_as<std::uint64_t>;
+    {
+        E::futex_wait(w, v, deadline)
+    }
+    noexcept->std::same_as<int>;
+    {
+        E::futex_wake(w, 1)
+    }
+    noexcept->std::same_as<int>;
+    {
+        E::futex_lock_pi(w, deadline)
+    }
+    noexcept->std::same_as<int>;
+    {
+        E::futex_trylock_pi(w)
+    }
+    noexcept->std::same_as<int>;
+    {
+        E::futex_unlock_pi(w)
+    }
+    noexcept->std::same_as<int>;
+    {
+        E::preempt_schedule()
+    }
+    noexcept;
+    {
+        E::irq_disable(t)
+    }
+    noexcept;
+    {
+        E::irq_enable(t)
+    }
+    noexcept;
     w.load(std::memory_order_relaxed);
     w.compare_exchange_strong(v, v, std::memory_order_acquire, std::memory_order_relaxed);
     w.fetch_add(v, std::memory_order_acq_rel);

@@ -40,8 +40,7 @@ void os_irq_enable(os_task* t) noexcept;
 } // namespace detail
 
 struct os {
-    template <class T>
-    using atomic = std::atomic<T>;
+    template <class T> using atomic = std::atomic<T>;
     using task = os_task;
 
     [[gnu::always_inline]] static task* current() noexcept
@@ -90,7 +89,7 @@ struct os {
 
     // preempt_count is checked, not enforced, for real threads: the OS scheduler preempts
     // whenever it likes, so there is nothing to run here.
-    static void preempt_schedule() noexcept {}
+    static void preempt_schedule() noexcept { }
     static void irq_disable(task* t) noexcept { detail::os_irq_disable(t); }
     static void irq_enable(task* t) noexcept { detail::os_irq_enable(t); }
 };
