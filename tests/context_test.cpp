@@ -8,6 +8,9 @@
 #include <csignal>
 #include <thread>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "support/counting_env.hpp"
 
 namespace {
@@ -135,6 +138,24 @@ TEST(Env, CountingEnvSharesTheTaskRecord)
     EXPECT_GT(E::task_pid(E::current()), 0);
     EXPECT_NE(E::info(E::current()).slot, 0u);
     EXPECT_EQ(E::task_from_slot(E::info(E::current()).slot), E::current());
+}
+
+} // namespace
+
+namespace {
+
+TEST(Task, ForkedChildHasItsOwnPid)
+{
+    int parent_pid = klock::env::os::task_pid(klock::env::os::current());
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        int pid = klock::env::os::task_pid(klock::env::os::current());
+        ::_exit(pid == static_cast<int>(::getpid()) && pid != parent_pid ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child kept its parent's thread id";
 }
 
 } // namespace

@@ -12,7 +12,7 @@
 // bug, not one per call), and never changes any state.
 #pragma once
 
-#include <source_location>
+#include <klock/source_location.hpp>
 
 #include <klock/env/env.hpp>
 #include <klock/env/os.hpp>
@@ -43,7 +43,7 @@ template <env::Env E> [[gnu::always_inline]] inline void might_sleep(const char*
 }
 } // namespace kernel
 
-inline void might_sleep(std::source_location loc = std::source_location::current()) noexcept
+inline void might_sleep(klock::source_location loc = klock::source_location::current()) noexcept
 {
     kernel::might_sleep<env::os>(loc.file_name(), loc.line());
 }

@@ -5,6 +5,7 @@
 #include <klock/env/os.hpp>
 
 #include <mutex>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -65,10 +66,20 @@ struct slot_release {
 };
 thread_local slot_release tls_slot_release;
 
+// A forked child is a new task: its one thread has a new thread id (the PI futex word and
+// reports use it), while its slot and name carry over.
+void refresh_pid_after_fork() noexcept
+{
+    if (tls_task.ti.pid != 0)
+        tls_task.ti.pid = static_cast<int>(::syscall(SYS_gettid));
+}
+
 } // namespace
 
 void os_task_init(os_task* t) noexcept
 {
+    static const int atfork_registered = ::pthread_atfork(nullptr, nullptr, refresh_pid_after_fork);
+    (void)atfork_registered;
     t->ti.pid = static_cast<int>(::syscall(SYS_gettid));
     if (::prctl(PR_GET_NAME, t->ti.comm, 0, 0, 0) != 0)
         t->ti.comm[0] = '\0';

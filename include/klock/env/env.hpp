@@ -40,10 +40,12 @@
 
 namespace klock::env {
 
-// PI futex word bits (include/uapi/linux/futex.h).
-inline constexpr std::uint32_t FUTEX_WAITERS = 0x80000000u;
-inline constexpr std::uint32_t FUTEX_OWNER_DIED = 0x40000000u;
-inline constexpr std::uint32_t FUTEX_TID_MASK = 0x3fffffffu;
+// PI futex word bits (FUTEX_WAITERS, FUTEX_OWNER_DIED, FUTEX_TID_MASK in
+// include/uapi/linux/futex.h; lower-case here so that the macros of <linux/futex.h> do not
+// clash with them).
+inline constexpr std::uint32_t futex_waiters = 0x80000000u;
+inline constexpr std::uint32_t futex_owner_died = 0x40000000u;
+inline constexpr std::uint32_t futex_tid_mask = 0x3fffffffu;
 
 template <class E>
 concept Env = requires(
