@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <ctime>
 #include <signal.h>
+#include <sys/single_threaded.h>
 
 #include <klock/env/env.hpp>
 #include <klock/thread_info.hpp>
@@ -57,6 +58,10 @@ struct os {
     static task* task_from_slot(std::uint32_t slot) noexcept { return detail::os_task_from_slot(slot); }
     static int current_cpu() noexcept { return detail::os_current_cpu(); }
     static int current_prio() noexcept { return detail::os_current_prio(); }
+    // Optional Env member: true while the process has never had a second thread (glibc's
+    // __libc_single_threaded, which its own mutex consults the same way). Sleeping locks may
+    // then use plain loads and stores; no other thread can touch their words.
+    static bool single_threaded() noexcept { return __libc_single_threaded != 0; }
 
     [[gnu::always_inline]] static void cpu_relax() noexcept
     {
