@@ -316,7 +316,7 @@ private:
         return d == 0 ? 1 : d;
     }
 
-    void set_owner(task* t) noexcept { owner_.store(owner_value(t), std::memory_order_relaxed); }
+    void set_owner(task* t) noexcept { owner_.store(owner_value(t), std::memory_order_release); }
     void set_reader_owned(task* t) noexcept
     {
         owner_.store(owner_value(t) | RWSEM_READER_OWNED, std::memory_order_relaxed);
@@ -619,7 +619,7 @@ private:
     {
         if (!(c & RWSEM_WRITER_LOCKED))
             return false;
-        const std::uintptr_t o = owner_.load(std::memory_order_relaxed);
+        const std::uintptr_t o = owner_.load(std::memory_order_acquire);
         if (o == 0 || (o & RWSEM_READER_OWNED))
             return true; // between the writer's CAS and its set_owner()
         // As the kernel reads owner->on_cpu under RCU, we read the hint of a task that may have
