@@ -22,16 +22,7 @@ using qspin = klock::arch::qspinlock<os>;
 using namespace std::chrono_literals;
 using namespace klock::arch;
 
-template <class Pred> bool wait_until(Pred pred, std::chrono::milliseconds limit = 5000ms)
-{
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end)
-            return false;
-        std::this_thread::yield();
-    }
-    return true;
-}
+using klock::test::wait_until;
 
 std::uint32_t my_slot() { return os::info(os::current()).slot; }
 

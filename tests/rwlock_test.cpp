@@ -32,16 +32,7 @@ static_assert(sizeof(klock::rwlock) == 16);
 static_assert(!std::is_copy_constructible_v<klock::rwlock>);
 static_assert(std::is_nothrow_default_constructible_v<klock::rwlock>);
 
-template <class Pred> bool wait_until(Pred pred, std::chrono::milliseconds limit = 5000ms)
-{
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end)
-            return false;
-        std::this_thread::yield();
-    }
-    return true;
-}
+using klock::test::wait_until;
 
 // For conditions checked while a lock is held: failing must not return early (which would
 // leave the lock held and the other threads stuck), so it aborts the program instead.

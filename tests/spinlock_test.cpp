@@ -31,16 +31,7 @@ static_assert(sizeof(klock::spinlock) == 16 && sizeof(klock::ticket_spinlock) ==
 static_assert(!std::is_copy_constructible_v<klock::spinlock>);
 static_assert(std::is_nothrow_default_constructible_v<klock::spinlock>);
 
-template <class Pred> bool wait_until(Pred pred, std::chrono::milliseconds limit = 5000ms)
-{
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end)
-            return false;
-        std::this_thread::yield();
-    }
-    return true;
-}
+using klock::test::wait_until;
 
 bool has(const klock::report_capture& cap, const std::string& needle) { return cap.contains(needle); }
 

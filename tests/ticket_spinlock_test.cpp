@@ -18,17 +18,7 @@ using os = klock::env::os;
 using ticket = klock::arch::ticket_spinlock<os>;
 using namespace std::chrono_literals;
 
-// Waits (bounded) until pred() holds; false on timeout.
-template <class Pred> bool wait_until(Pred pred, std::chrono::milliseconds limit = 5000ms)
-{
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end)
-            return false;
-        std::this_thread::yield();
-    }
-    return true;
-}
+using klock::test::wait_until;
 
 TEST(TicketSpinlock, LayoutIsOneWord)
 {

@@ -49,6 +49,18 @@ private:
     std::thread thread_;
 };
 
+// Waits, yielding, until pred() holds; false if `limit` passed first.
+template <class Pred> bool wait_until(Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(5000))
+{
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return false;
+        std::this_thread::yield();
+    }
+    return true;
+}
+
 // Runs body(thread_index) on n threads that start together.
 inline void run_threads(int n, const std::function<void(int)>& body)
 {
