@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include "support/counting_env.hpp"
+#include "support/stress.hpp"
+
+#include <algorithm>
 
 namespace {
 
@@ -156,6 +159,30 @@ TEST(Task, ForkedChildHasItsOwnPid)
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child kept its parent's thread id";
+}
+
+} // namespace
+
+namespace {
+
+// Queued locks encode a task's slot in the lock word: two live tasks must never share one,
+// however their first uses race.
+TEST(Task, ConcurrentlyStartedThreadsGetDistinctSlots)
+{
+    constexpr int n = 16;
+    std::uint32_t slots[n] = {};
+    klock::test::run_threads(n, [&](int i) {
+        auto* t = klock::env::os::current();
+        slots[i] = klock::env::os::info(t).slot;
+        // Stay alive until everybody has a slot, so none is recycled in between.
+        static std::atomic<int> have{0};
+        have.fetch_add(1);
+        while (have.load() < n)
+            std::this_thread::yield();
+    });
+    std::sort(slots, slots + n);
+    EXPECT_NE(slots[0], 0u);
+    EXPECT_EQ(std::adjacent_find(slots, slots + n), slots + n) << "two threads share a slot";
 }
 
 } // namespace

@@ -246,6 +246,14 @@ void take_inner(int)
 
 TEST(Qspinlock, SignalHandlerNestingUsesTheNextNode)
 {
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    // ThreadSanitizer holds an asynchronous signal back until the thread next enters one of its
+    // interceptors; a waiter asleep in the raw futex syscall never does, so the handler would run
+    // only after the test gave up. The other builds (GCC, Clang, ASan) run this test.
+    GTEST_SKIP() << "TSan defers signals to threads blocked in raw futex syscalls";
+#endif
+#endif
     klock::test::watchdog dog(30s, "qspinlock irq nesting");
     struct sigaction sa { };
     sa.sa_handler = take_inner;

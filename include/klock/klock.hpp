@@ -4,6 +4,7 @@
 #include <klock/env/env.hpp>
 #include <klock/env/os.hpp>
 #include <klock/guard.hpp>
+#include <klock/lockdep.hpp>
 #include <klock/might_sleep.hpp>
 #include <klock/mutex.hpp>
 #include <klock/preempt.hpp>
@@ -14,3 +15,4 @@
 #include <klock/spinlock.hpp>
 #include <klock/thread_info.hpp>
 #include <klock/thread_safety.hpp>
+#include <klock/ww_mutex.hpp>

@@ -2,15 +2,18 @@
 //
 // Slots are small dense numbers (1..max_slots) that queued locks store in their lock word in
 // place of the kernel's CPU number; a slot is recycled when its thread exits.
+//
+// A task record may first be touched inside a signal handler (klock's hardirq context), so
+// initialisation allocates nothing and takes no lock: a slot is claimed with a CAS on the slot
+// table (lowest free first, so numbers stay dense), and its release at thread exit is a
+// pthread-key destructor whose key exists before main.
 #include <klock/env/os.hpp>
 
-#include <mutex>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <vector>
 
 namespace klock::env::detail {
 
@@ -22,49 +25,43 @@ namespace {
 constexpr std::uint32_t max_slots = (1u << 14) - 1;
 
 std::atomic<os_task*> slot_table[max_slots + 1];
+std::atomic<std::uint32_t> slots_ever_used{0}; // high-water mark: slots 1..this were handed out
 
-struct slot_allocator {
-    std::mutex lock;
-    std::vector<std::uint32_t> free_slots;
-    std::uint32_t next = 1;
-
-    std::uint32_t take()
-    {
-        std::lock_guard<std::mutex> g(lock);
-        if (!free_slots.empty()) {
-            std::uint32_t s = free_slots.back();
-            free_slots.pop_back();
-            return s;
-        }
-        return next <= max_slots ? next++ : 0;
-    }
-    void give_back(std::uint32_t s)
-    {
-        std::lock_guard<std::mutex> g(lock);
-        free_slots.push_back(s);
-    }
-};
-
-slot_allocator& allocator()
+std::uint32_t claim_slot(os_task* t) noexcept
 {
-    static slot_allocator* a = new slot_allocator; // never destroyed: threads may exit after main
-    return *a;
+    for (;;) {
+        const std::uint32_t high = slots_ever_used.load(std::memory_order_acquire);
+        for (std::uint32_t s = 1; s <= high; ++s) {
+            os_task* expected = nullptr;
+            if (slot_table[s].load(std::memory_order_relaxed) == nullptr
+                && slot_table[s].compare_exchange_strong(expected, t, std::memory_order_acq_rel))
+                return s;
+        }
+        if (high >= max_slots)
+            return 0; // table full: queued locks fall back to spinning without a queue node
+        // Open one more slot to everybody and scan again: the slot is claimed by the CAS above,
+        // never by the bump itself, so no two tasks can end up with the same slot.
+        std::uint32_t want = high;
+        slots_ever_used.compare_exchange_strong(want, high + 1, std::memory_order_acq_rel);
+    }
 }
 
-// Releases the thread's slot at thread exit. Only touched by os_task_init, so the hot
-// accesses to tls_task never pay for a TLS destructor guard.
-struct slot_release {
-    ~slot_release()
-    {
-        os_task* t = &tls_task;
-        if (t->ti.slot != 0) {
-            slot_table[t->ti.slot].store(nullptr, std::memory_order_release);
-            allocator().give_back(t->ti.slot);
-            t->ti.slot = 0;
-        }
+void release_slot(void*) noexcept
+{
+    os_task* t = &tls_task;
+    if (t->ti.slot != 0) {
+        slot_table[t->ti.slot].store(nullptr, std::memory_order_release);
+        t->ti.slot = 0;
     }
-};
-thread_local slot_release tls_slot_release;
+}
+
+pthread_key_t make_exit_key() noexcept
+{
+    pthread_key_t key{};
+    (void)::pthread_key_create(&key, release_slot);
+    return key;
+}
+const pthread_key_t exit_key = make_exit_key();
 
 // A forked child is a new task: its one thread has a new thread id (the PI futex word and
 // reports use it), while its slot and name carry over.
@@ -74,25 +71,23 @@ void refresh_pid_after_fork() noexcept
         tls_task.ti.pid = static_cast<int>(::syscall(SYS_gettid));
 }
 
+const int atfork_registered = ::pthread_atfork(nullptr, nullptr, refresh_pid_after_fork);
+
 } // namespace
 
 void os_task_init(os_task* t) noexcept
 {
-    static const int atfork_registered = ::pthread_atfork(nullptr, nullptr, refresh_pid_after_fork);
     (void)atfork_registered;
-    t->ti.pid = static_cast<int>(::syscall(SYS_gettid));
     if (::prctl(PR_GET_NAME, t->ti.comm, 0, 0, 0) != 0)
         t->ti.comm[0] = '\0';
     t->ti.comm[sizeof t->ti.comm - 1] = '\0';
-    try {
-        t->ti.slot = allocator().take();
-    } catch (...) {
-        t->ti.slot = 0;
+    if (t->ti.slot == 0) {
+        t->ti.slot = claim_slot(t);
+        if (t->ti.slot != 0)
+            (void)::pthread_setspecific(exit_key, t); // non-null: release_slot runs at thread exit
     }
-    if (t->ti.slot != 0) {
-        slot_table[t->ti.slot].store(t, std::memory_order_release);
-        (void)&tls_slot_release; // odr-use: registers the exit-time release
-    }
+    // Last: a non-zero pid marks the record initialised.
+    t->ti.pid = static_cast<int>(::syscall(SYS_gettid));
 }
 
 os_task* os_task_from_slot(std::uint32_t slot) noexcept
