@@ -29,11 +29,19 @@ void rel(lockdep_map& m) { ld::lock_release(m); }
 void irq_off()
 {
     klock::local_irq_disable();
+#if !KLOCK_LOCKDEP // wired (KLOCK_LOCKDEP): local_irq_disable() traces it itself
     ld::hardirqs_off();
+#endif
 }
 void irq_on()
 {
+#if KLOCK_LOCKDEP // wired: local_irq_enable() traces a real transition itself; only a redundant
+                  // one (irqs already on) must be passed on by hand
+    if (!klock::irqs_disabled())
+        ld::hardirqs_on();
+#else
     ld::hardirqs_on();
+#endif
     klock::local_irq_enable();
 }
 

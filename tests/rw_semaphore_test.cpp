@@ -19,6 +19,7 @@
 
 #include "support/counting_env.hpp"
 #include "support/stress.hpp"
+#include "support/lockdep_off.hpp"
 
 namespace {
 
@@ -702,6 +703,9 @@ TEST(RwSemaphore, CountingEnvInstantiation)
 
 TEST(RwSemaphoreMisuse, UpReadWithoutReaders)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     rw_semaphore s;
     klock::report_capture cap;
     unbalanced_up_read(s);
@@ -722,6 +726,9 @@ TEST(RwSemaphoreMisuse, UpReadWithoutReaders)
 
 TEST(RwSemaphoreMisuse, UpReadWhileAnotherTaskWrites)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     rw_semaphore s;
     std::atomic<bool> locked{false}, done{false};
     std::thread w([&] {
@@ -745,6 +752,9 @@ TEST(RwSemaphoreMisuse, UpReadWhileAnotherTaskWrites)
 
 TEST(RwSemaphoreMisuse, UpWriteWhenNotWriteLocked)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     rw_semaphore s;
     klock::report_capture cap;
     unbalanced_up_write(s);
@@ -765,6 +775,9 @@ TEST(RwSemaphoreMisuse, UpWriteWhenNotWriteLocked)
 
 TEST(RwSemaphoreMisuse, UpWriteByNonOwner)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     rw_semaphore s;
     wr(s);
     const int owner_pid = klock::env::os::task_pid(klock::env::os::current());
@@ -783,6 +796,9 @@ TEST(RwSemaphoreMisuse, UpWriteByNonOwner)
 
 TEST(RwSemaphoreMisuse, DowngradeWithoutWriteLock)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     rw_semaphore s;
     klock::report_capture cap;
     unbalanced_downgrade(s);
@@ -801,6 +817,9 @@ TEST(RwSemaphoreMisuse, DowngradeWithoutWriteLock)
 // release); the outermost up_write releases.
 TEST(RwSemaphoreMisuse, WriteRecursionReportedNotHung)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     klock::test::watchdog wd(10s, "WriteRecursion");
     rw_semaphore s;
     klock::report_capture cap;
@@ -823,6 +842,9 @@ TEST(RwSemaphoreMisuse, WriteRecursionReportedNotHung)
 
 TEST(RwSemaphoreMisuse, ReadUnderOwnWriteReportedNotHung)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     klock::test::watchdog wd(10s, "ReadUnderOwnWrite");
     rw_semaphore s;
     klock::report_capture cap;
@@ -843,6 +865,9 @@ TEST(RwSemaphoreMisuse, ReadUnderOwnWriteReportedNotHung)
 
 TEST(RwSemaphoreMisuse, DestroyWhileHeld)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     klock::report_capture cap;
     alignas(rw_semaphore) unsigned char buf[sizeof(rw_semaphore)];
     auto* s = new (buf) rw_semaphore;

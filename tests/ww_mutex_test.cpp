@@ -25,6 +25,7 @@
 
 #include "support/counting_env.hpp"
 #include "support/stress.hpp"
+#include "support/lockdep_off.hpp"
 
 // The scenarios below hold locks across threads, loops and helper functions, which clang's static
 // analysis cannot follow; correct use is checked with the analysis on at the end of the file.
@@ -966,6 +967,9 @@ void unlock_it(klock::ww_mutex<ww_class_wait_die>& m) KLOCK_NO_THREAD_SAFETY_ANA
 
 TEST(WwMutexMisuse, DoubleUnlockIsReported)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     klock::ww_mutex<ww_class_wait_die> m;
     klock::ww_acquire_ctx ctx(ww_class_wait_die{});
     klock::report_capture cap;
@@ -984,6 +988,9 @@ TEST(WwMutexMisuse, DoubleUnlockIsReported)
 
 TEST(WwMutexMisuse, UnlockByNonOwnerIsReportedAndIgnored)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     klock::test::watchdog wd(10s, "WwMutexMisuse.UnlockByNonOwnerIsReportedAndIgnored");
     klock::ww_mutex<ww_class_wait_die> m;
     klock::ww_acquire_ctx ctx(ww_class_wait_die{});
@@ -1006,6 +1013,9 @@ void lock_and_leak(klock::ww_mutex<ww_class_wait_die>& m) KLOCK_NO_THREAD_SAFETY
 
 TEST(WwMutexMisuse, DestroyWhileLockedIsReported)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     klock::report_capture cap;
     {
         std::optional<klock::ww_mutex<ww_class_wait_die>> m;
@@ -1126,6 +1136,9 @@ unsigned recursive_plain_lock(klock::ww_mutex<ww_class_wait_die>& m) KLOCK_NO_TH
 
 TEST(WwMutexMisuse, RecursionIsReportedAndRefused)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     klock::test::watchdog wd(10s, "WwMutexMisuse.RecursionIsReportedAndRefused");
     klock::ww_mutex<ww_class_wait_die> m;
     klock::ww_acquire_ctx ctx(ww_class_wait_die{}), other(ww_class_wait_die{});
@@ -1220,6 +1233,9 @@ TEST(WwMutexMisuse, BackoffProtocolSlipsAreReported)
 
 TEST(WwMutexMisuse, ContextLifetimeSlipsAreReported)
 {
+    // Misuses the lock on purpose and counts its own reports; with KLOCK_LOCKDEP lockdep would
+    // report the same misuse too (checked in lockdep_locks_test), so it is off for this test.
+    klock::test::lockdep_off no_lockdep;
     klock::ww_mutex<ww_class_wait_die> m;
     klock::report_capture cap;
     {

@@ -135,6 +135,10 @@
 #include <klock/might_sleep.hpp>
 #include <klock/thread_safety.hpp>
 
+#if KLOCK_LOCKDEP
+#include <klock/detail/lockdep_hooks.hpp>
+#endif
+
 namespace klock {
 
 inline constexpr std::uintptr_t MUTEX_FLAG_WAITERS = 0x01;
@@ -166,12 +170,28 @@ public:
     // A contender waits at most this many pauses (about 1 us) for the spinner gate.
     static constexpr unsigned spin_gate_budget = 64;
 
+#if KLOCK_LOCKDEP
+    // mutex_init(): the lockdep class is the construction site (a constant-initialised static
+    // mutex: its own address); the second form names an explicit class.
+    constexpr basic_mutex(klock::source_location loc = klock::source_location::current()) noexcept
+        : owner_(0), wait_lock_(), spinner_(0), head_(nullptr), tail_(nullptr)
+    {
+        detail::lockdep_init(dep_map_, "mutex", loc);
+    }
+    basic_mutex(lock_class_key& key, const char* name) noexcept
+        : owner_(0), wait_lock_(), spinner_(0), head_(nullptr), tail_(nullptr), dep_map_(name, &key)
+    { }
+#else
     constexpr basic_mutex() noexcept : owner_(0), wait_lock_(), spinner_(0), head_(nullptr), tail_(nullptr) { }
+#endif
     basic_mutex(const basic_mutex&) = delete;
     basic_mutex& operator=(const basic_mutex&) = delete;
 
     ~basic_mutex()
     {
+#if KLOCK_LOCKDEP
+        detail::lockdep_free<E>(this, sizeof *this);
+#endif
         const std::uintptr_t o = owner_.load(std::memory_order_relaxed);
         if (__builtin_expect(o != 0, 0))
             detail::lock_bug<E>("mutex destroyed while locked", this, owner_task(o), -1,
@@ -182,7 +202,16 @@ public:
     [[gnu::always_inline]] void lock(klock::source_location loc = klock::source_location::current()) KLOCK_ACQUIRE()
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        // lockdep: mutex_acquire() goes here.
+        ld_acquire(0, 0);
+        raw_lock(loc);
+    }
+
+    // mutex_lock_nested(): the same class at another level (subclass < 8).
+    [[gnu::always_inline]] void lock_nested([[maybe_unused]] unsigned subclass,
+        klock::source_location loc = klock::source_location::current()) KLOCK_ACQUIRE()
+    {
+        kernel::might_sleep<E>(loc.file_name(), loc.line());
+        ld_acquire(subclass, 0);
         raw_lock(loc);
     }
 
@@ -193,9 +222,15 @@ public:
         std::uintptr_t o = 0;
         if (__builtin_expect(
                 owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acquire, std::memory_order_relaxed),
-                1))
-            return true; // lockdep: mutex_acquire(trylock) goes here (and below).
-        return owner_task(o) == nullptr && trylock_common(cur, false);
+                1)) {
+            ld_acquire(0, 1);
+            return true;
+        }
+        if (owner_task(o) == nullptr && trylock_common(cur, false)) {
+            ld_acquire(0, 1);
+            return true;
+        }
+        return false;
     }
 
     // std TimedLockable. The timeout is measured on E::now_ns() (CLOCK_MONOTONIC in the os world).
@@ -204,7 +239,7 @@ public:
         klock::source_location loc = klock::source_location::current()) KLOCK_TRY_ACQUIRE(true)
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        return raw_lock_timed(deadline_after(timeout), loc);
+        return timed_lock(deadline_after(timeout), loc);
     }
 
     template <class Clock, class Duration>
@@ -212,14 +247,18 @@ public:
         klock::source_location loc = klock::source_location::current()) KLOCK_TRY_ACQUIRE(true)
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        return raw_lock_timed(deadline_after(when - Clock::now()), loc);
+        return timed_lock(deadline_after(when - Clock::now()), loc);
     }
 
     [[gnu::always_inline]] void unlock() noexcept KLOCK_RELEASE()
     {
-        // lockdep: mutex_release() goes here.
+        ld_release();
         raw_unlock();
     }
+
+#if KLOCK_LOCKDEP
+    lockdep_map& dep_map() noexcept { return dep_map_; }
+#endif
 
     // mutex_is_locked().
     bool is_locked() const noexcept { return owner_task(owner_.load(std::memory_order_relaxed)) != nullptr; }
@@ -233,6 +272,43 @@ public:
     std::uintptr_t owner_word() const noexcept { return owner_.load(std::memory_order_acquire); }
 
 private:
+    // The lockdep hooks (mutex_acquire / mutex_release / lock_contended / lock_acquired); empty
+    // without KLOCK_LOCKDEP.
+    [[gnu::always_inline]] void ld_acquire([[maybe_unused]] unsigned subclass, [[maybe_unused]] int trylock) noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_acquire<E>(dep_map_, subclass, trylock, lockdep::WRITE);
+#endif
+    }
+    [[gnu::always_inline]] void ld_release() noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_release<E>(dep_map_);
+#endif
+    }
+    [[gnu::always_inline]] void ld_contended() noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_contended<E>(dep_map_);
+#endif
+    }
+    [[gnu::always_inline]] void ld_acquired() noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_acquired<E>(dep_map_);
+#endif
+    }
+
+    // A timed attempt holds lockdep's acquire while it waits and gives it back if it fails.
+    bool timed_lock(std::uint64_t deadline, const klock::source_location& loc) KLOCK_NO_THREAD_SAFETY_ANALYSIS
+    {
+        ld_acquire(0, 0);
+        if (raw_lock_timed(deadline, loc))
+            return true;
+        ld_release();
+        return false;
+    }
+
     // A task waiting in the wait list. Lives on the waiter's stack; linked and unlinked under wait_lock.
     struct waiter {
         waiter* next = nullptr;
@@ -298,7 +374,7 @@ private:
                 std::atomic_signal_fence(std::memory_order_seq_cst);
                 return;
             }
-            lock_slowpath(cur, 0, loc);
+            slowpath_untimed(cur, loc);
             return;
         }
         std::uintptr_t o = 0;
@@ -306,7 +382,19 @@ private:
                 owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acquire, std::memory_order_relaxed),
                 1))
             return;
+        slowpath_untimed(cur, loc);
+    }
+
+    [[gnu::always_inline]] void slowpath_untimed(task* cur, const klock::source_location& loc) noexcept
+    {
+#if KLOCK_LOCKDEP
+        // False only for a refused recursion: not acquired again, so the owner's one unlock()
+        // must find one lockdep entry, not two.
+        if (!lock_slowpath(cur, 0, loc))
+            ld_release();
+#else
         lock_slowpath(cur, 0, loc);
+#endif
     }
 
     bool raw_lock_timed(std::uint64_t deadline, const klock::source_location& loc) KLOCK_NO_THREAD_SAFETY_ANALYSIS
@@ -464,12 +552,16 @@ private:
             report_recursion(cur, loc);
             return false;
         }
-        if (trylock_common(cur, false) || optimistic_spin(cur, nullptr, deadline))
-            return true; // lockdep: lock_acquired()
+        ld_contended();
+        if (trylock_common(cur, false) || optimistic_spin(cur, nullptr, deadline)) {
+            ld_acquired();
+            return true;
+        }
 
         wait_lock_.lock();
         if (trylock_common(cur, false)) {
             wait_lock_.unlock();
+            ld_acquired();
             return true;
         }
         if (deadline != 0 && E::now_ns() >= deadline) {
@@ -479,7 +571,6 @@ private:
         waiter w;
         w.owner_task = cur;
         add_waiter(w);
-        // lockdep: lock_contended() goes here.
 
         bool woken = false;
         for (;;) {
@@ -505,7 +596,8 @@ private:
         }
         remove_waiter(w);
         wait_lock_.unlock();
-        return true; // lockdep: lock_acquired()
+        ld_acquired();
+        return true;
     }
 
     // schedule(): sleep until an unlock marks `w` woken, or the deadline passes.
@@ -570,11 +662,16 @@ private:
     atomic<std::uint32_t> spinner_; // the single-spinner gate (stands in for the kernel's OSQ)
     waiter* head_;                  // wait_list, FIFO; guarded by wait_lock_
     waiter* tail_;
+#if KLOCK_LOCKDEP
+    lockdep_map dep_map_;
+#endif
 };
 
 using mutex = basic_mutex<env::os>;
 
 // libstdc++'s std::mutex is a pthread_mutex_t (40 bytes on x86-64 glibc).
+#if !KLOCK_LOCKDEP
 static_assert(sizeof(mutex) <= sizeof(pthread_mutex_t), "klock::mutex must not be larger than std::mutex");
+#endif
 
 } // namespace klock

@@ -15,6 +15,10 @@
 #include <klock/env/os.hpp>
 #include <klock/thread_info.hpp>
 
+#if KLOCK_LOCKDEP
+#include <klock/detail/lockdep_hooks.hpp>
+#endif
+
 namespace klock {
 
 using irq_flags = unsigned long;
@@ -67,6 +71,12 @@ template <env::Env E> inline void local_irq_disable() noexcept
     if (!ti.irqs_disabled) {
         E::irq_disable(t);
         ti.irqs_disabled = true;
+#if KLOCK_LOCKDEP
+        // trace_hardirqs_off(): after the fact, so lockdep never sees irqs "on" with them off.
+        if constexpr (detail::lockdep_tracks<E>)
+            if (__builtin_expect(lockdep::enabled(), 0))
+                lockdep::hardirqs_off();
+#endif
     }
 }
 
@@ -75,6 +85,13 @@ template <env::Env E> inline void local_irq_enable() noexcept
     typename E::task* t = E::current();
     thread_info& ti = E::info(t);
     if (ti.irqs_disabled) {
+#if KLOCK_LOCKDEP
+        // trace_hardirqs_on(): before the fact, so an interrupt arriving right after enabling
+        // already finds the held locks marked HARDIRQ-ON.
+        if constexpr (detail::lockdep_tracks<E>)
+            if (__builtin_expect(lockdep::enabled(), 0))
+                lockdep::hardirqs_on();
+#endif
         ti.irqs_disabled = false;
         E::irq_enable(t);
     }
@@ -97,10 +114,35 @@ template <env::Env E> inline void local_irq_restore(irq_flags flags) noexcept
         local_irq_disable<E>();
 }
 
-template <env::Env E> inline void local_bh_disable() noexcept { preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET); }
+#if KLOCK_LOCKDEP
+// lockdep_softirqs_off(): called right after a softirq-disable add; traces only the first one
+// (the softirq count left zero), as __local_bh_disable_ip() does.
+template <env::Env E> [[gnu::always_inline]] inline void lockdep_trace_bh_disabled(std::uint32_t added) noexcept
+{
+    if constexpr (detail::lockdep_tracks<E>)
+        if (__builtin_expect(lockdep::enabled(), 0)
+            && (E::info(E::current()).preempt_count & SOFTIRQ_MASK) == (added & SOFTIRQ_MASK))
+            lockdep::softirqs_off();
+}
+#endif
+
+template <env::Env E> inline void local_bh_disable() noexcept
+{
+    preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET);
+#if KLOCK_LOCKDEP
+    lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
+#endif
+}
 
 template <env::Env E> inline void local_bh_enable() noexcept
 {
+#if KLOCK_LOCKDEP
+    // lockdep_softirqs_on(): before the count returns to zero (__local_bh_enable_ip()).
+    if constexpr (detail::lockdep_tracks<E>)
+        if (__builtin_expect(lockdep::enabled(), 0)
+            && (E::info(E::current()).preempt_count & SOFTIRQ_MASK) == SOFTIRQ_DISABLE_OFFSET)
+            lockdep::softirqs_on();
+#endif
     preempt_count_sub<E>(SOFTIRQ_DISABLE_OFFSET);
     thread_info& ti = E::info(E::current());
     if (ti.preempt_count == 0 && ti.need_resched && !ti.irqs_disabled)

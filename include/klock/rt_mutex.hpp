@@ -85,6 +85,10 @@
 #include <klock/might_sleep.hpp>
 #include <klock/thread_safety.hpp>
 
+#if KLOCK_LOCKDEP
+#include <klock/detail/lockdep_hooks.hpp>
+#endif
+
 namespace klock {
 
 template <env::Env E> class KLOCK_CAPABILITY("mutex") basic_rt_mutex {
@@ -96,12 +100,25 @@ public:
     // load + pause each, ~17 ns on the development machine, so ~7 us in all.
     static constexpr unsigned spin_limit = 400;
 
+#if KLOCK_LOCKDEP
+    // rt_mutex_init(): the lockdep class is the construction site (a constant-initialised static
+    // lock: its own address); the second form names an explicit class.
+    constexpr basic_rt_mutex(klock::source_location loc = klock::source_location::current()) noexcept : word_(0)
+    {
+        detail::lockdep_init(dep_map_, "rt_mutex", loc);
+    }
+    basic_rt_mutex(lock_class_key& key, const char* name) noexcept : word_(0), dep_map_(name, &key) { }
+#else
     constexpr basic_rt_mutex() noexcept : word_(0) { }
+#endif
     basic_rt_mutex(const basic_rt_mutex&) = delete;
     basic_rt_mutex& operator=(const basic_rt_mutex&) = delete;
 
     ~basic_rt_mutex()
     {
+#if KLOCK_LOCKDEP
+        detail::lockdep_free<E>(this, sizeof *this);
+#endif
         const std::uint32_t v = word_.load(std::memory_order_relaxed);
         if (__builtin_expect((v & env::futex_tid_mask) != 0, 0))
             report("rt_mutex destroyed while locked", v);
@@ -112,15 +129,17 @@ public:
     void lock() noexcept KLOCK_ACQUIRE()
     {
         kernel::might_sleep<E>(__FILE__, __LINE__);
-        // lockdep: rt_mutex_acquire() goes here.
+        ld_acquire(0);
         do_lock();
     }
 
     // Never sleeps and never spins.
     bool try_lock() noexcept KLOCK_TRY_ACQUIRE(true)
     {
-        // lockdep: a trylock acquire goes here, on success.
-        return do_trylock();
+        if (!do_trylock())
+            return false;
+        ld_acquire(1);
+        return true;
     }
 
     // Returns false if the lock could not be taken before the deadline, an absolute time in
@@ -128,8 +147,11 @@ public:
     bool try_lock_until(std::uint64_t deadline_ns) noexcept KLOCK_TRY_ACQUIRE(true)
     {
         kernel::might_sleep<E>(__FILE__, __LINE__);
-        // lockdep: rt_mutex_acquire() goes here (released again on failure).
-        return do_lock_timed(deadline_ns == 0 ? 1 : deadline_ns);
+        ld_acquire(0);
+        if (do_lock_timed(deadline_ns == 0 ? 1 : deadline_ns))
+            return true;
+        ld_release();
+        return false;
     }
 
     template <class Rep, class Period>
@@ -149,9 +171,13 @@ public:
 
     void unlock() noexcept KLOCK_RELEASE()
     {
-        // lockdep: rt_mutex_release() goes here.
+        ld_release();
         do_unlock();
     }
+
+#if KLOCK_LOCKDEP
+    lockdep_map& dep_map() noexcept { return dep_map_; }
+#endif
 
     bool is_locked() const noexcept { return (raw() & env::futex_tid_mask) != 0; }
     // TID of the owner, 0 if unlocked.
@@ -165,6 +191,21 @@ public:
     word_type& native_handle() noexcept { return word_; }
 
 private:
+    // The lockdep hooks (rt_mutex_acquire / rt_mutex_release / contended / acquired); empty
+    // without KLOCK_LOCKDEP.
+    [[gnu::always_inline]] void ld_acquire([[maybe_unused]] int trylock) noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_acquire<E>(dep_map_, 0, trylock, lockdep::WRITE);
+#endif
+    }
+    [[gnu::always_inline]] void ld_release() noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_release<E>(dep_map_);
+#endif
+    }
+
     static std::uint32_t current_tid() noexcept { return static_cast<std::uint32_t>(E::task_pid(E::current())); }
 
     [[gnu::always_inline]] void do_lock() noexcept
@@ -174,7 +215,14 @@ private:
         if (__builtin_expect(
                 word_.compare_exchange_strong(v, tid, std::memory_order_acquire, std::memory_order_relaxed), 1))
             return;
+#if KLOCK_LOCKDEP
+        // -EDEADLK (a refused recursion): not acquired again, so the owner's one unlock() must
+        // find one lockdep entry, not two.
+        if (lock_slowpath(tid, 0) != 0)
+            ld_release();
+#else
         (void)lock_slowpath(tid, 0);
+#endif
     }
 
     bool do_lock_timed(std::uint64_t deadline) noexcept
@@ -217,10 +265,17 @@ private:
             report("rt_mutex recursion", v, "-EDEADLK: the owner tried to take it again");
             return -EDEADLK;
         }
-        // lockdep: lock_contended() goes here, lock_acquired() on every successful return.
+#if KLOCK_LOCKDEP
+        detail::lockdep_contended<E>(dep_map_);
+        const int rc = spin(tid) ? 0 : lock_pi(tid, deadline);
+        if (rc == 0)
+            detail::lockdep_acquired<E>(dep_map_);
+        return rc;
+#else
         if (spin(tid))
             return 0;
         return lock_pi(tid, deadline);
+#endif
     }
 
     bool spin(std::uint32_t tid) noexcept
@@ -390,10 +445,15 @@ private:
     }
 
     word_type word_;
+#if KLOCK_LOCKDEP
+    lockdep_map dep_map_;
+#endif
 };
 
 using rt_mutex = basic_rt_mutex<env::os>;
 
+#if !KLOCK_LOCKDEP
 static_assert(sizeof(rt_mutex) == 4, "the PI futex word is the whole lock");
+#endif
 
 } // namespace klock

@@ -130,6 +130,10 @@
 #include <klock/might_sleep.hpp>
 #include <klock/thread_safety.hpp>
 
+#if KLOCK_LOCKDEP
+#include <klock/detail/lockdep_hooks.hpp>
+#endif
+
 namespace klock {
 
 // count
@@ -157,12 +161,26 @@ public:
     using env_type = E;
     using task = typename E::task;
 
+#if KLOCK_LOCKDEP
+    // init_rwsem(): the lockdep class is the construction site (a constant-initialised static
+    // rwsem: its own address); the second form names an explicit class.
+    constexpr basic_rw_semaphore(klock::source_location loc = klock::source_location::current()) noexcept
+        : count_(0), owner_(0)
+    {
+        detail::lockdep_init(dep_map_, "rw_semaphore", loc);
+    }
+    basic_rw_semaphore(lock_class_key& key, const char* name) noexcept : count_(0), owner_(0), dep_map_(name, &key) { }
+#else
     constexpr basic_rw_semaphore() noexcept : count_(0), owner_(0) { }
+#endif
     basic_rw_semaphore(const basic_rw_semaphore&) = delete;
     basic_rw_semaphore& operator=(const basic_rw_semaphore&) = delete;
 
     ~basic_rw_semaphore()
     {
+#if KLOCK_LOCKDEP
+        detail::lockdep_free<E>(this, sizeof *this);
+#endif
         if (__builtin_expect((count_.load(std::memory_order_relaxed) & (RWSEM_LOCK_MASK | RWSEM_FLAG_WAITERS)) != 0, 0))
             misuse("rw_semaphore destroyed while locked", write_owner());
     }
@@ -174,19 +192,32 @@ public:
         KLOCK_ACQUIRE_SHARED() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        // lockdep: rwsem_acquire_read() goes here; contended/acquired go around the slow path.
+        ld_acquire(0, 0, 1);
+        raw_down_read(0);
+    }
+
+    // down_read_nested(): the same class at another level (subclass < 8).
+    void down_read_nested(
+        [[maybe_unused]] unsigned subclass, klock::source_location loc = klock::source_location::current())
+        KLOCK_ACQUIRE_SHARED() KLOCK_NO_THREAD_SAFETY_ANALYSIS
+    {
+        kernel::might_sleep<E>(loc.file_name(), loc.line());
+        ld_acquire(subclass, 0, 1);
         raw_down_read(0);
     }
 
     // Never sleeps. Fails whenever a writer holds the lock *or anyone is queued*.
     bool down_read_trylock() KLOCK_TRY_ACQUIRE_SHARED(true) KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
-        return raw_down_read_trylock();
+        if (!raw_down_read_trylock())
+            return false;
+        ld_acquire(0, 1, 1);
+        return true;
     }
 
     void up_read() KLOCK_RELEASE_SHARED() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
-        // lockdep: rwsem_release() goes here.
+        ld_release();
         raw_up_read();
     }
 
@@ -195,18 +226,30 @@ public:
         KLOCK_ACQUIRE() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        // lockdep: rwsem_acquire() goes here; contended/acquired go around the slow path.
+        ld_acquire(0, 0, 0);
+        raw_down_write(0);
+    }
+
+    // down_write_nested(): the same class at another level (subclass < 8).
+    void down_write_nested([[maybe_unused]] unsigned subclass,
+        klock::source_location loc = klock::source_location::current()) KLOCK_ACQUIRE() KLOCK_NO_THREAD_SAFETY_ANALYSIS
+    {
+        kernel::might_sleep<E>(loc.file_name(), loc.line());
+        ld_acquire(subclass, 0, 0);
         raw_down_write(0);
     }
 
     bool down_write_trylock() KLOCK_TRY_ACQUIRE(true) KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
-        return raw_down_write_trylock();
+        if (!raw_down_write_trylock())
+            return false;
+        ld_acquire(0, 1, 0);
+        return true;
     }
 
     void up_write() KLOCK_RELEASE() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
-        // lockdep: rwsem_release() goes here.
+        ld_release();
         raw_up_write();
     }
 
@@ -214,7 +257,9 @@ public:
     // lets the readers queued in front of the next writer in with it.
     void downgrade_write() KLOCK_RELEASE() KLOCK_ACQUIRE_SHARED() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
-        // lockdep: lock_downgrade() goes here.
+#if KLOCK_LOCKDEP
+        detail::lockdep_downgrade<E>(dep_map_);
+#endif
         raw_downgrade_write();
     }
 
@@ -236,15 +281,15 @@ public:
         KLOCK_TRY_ACQUIRE(true) KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        return raw_down_write(deadline_after(rel));
+        return timed(deadline_after(rel), 0);
     }
     template <class Clock, class Duration>
-    bool try_lock_until(
-        const std::chrono::time_point<Clock, Duration>& abs, klock::source_location loc = klock::source_location::current())
+    bool try_lock_until(const std::chrono::time_point<Clock, Duration>& abs,
+        klock::source_location loc = klock::source_location::current())
         KLOCK_TRY_ACQUIRE(true) KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        return raw_down_write(deadline_after(abs - Clock::now()));
+        return timed(deadline_after(abs - Clock::now()), 0);
     }
     template <class Rep, class Period>
     bool try_lock_shared_for(
@@ -252,15 +297,15 @@ public:
         KLOCK_TRY_ACQUIRE_SHARED(true) KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        return raw_down_read(deadline_after(rel));
+        return timed(deadline_after(rel), 1);
     }
     template <class Clock, class Duration>
-    bool try_lock_shared_until(
-        const std::chrono::time_point<Clock, Duration>& abs, klock::source_location loc = klock::source_location::current())
+    bool try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& abs,
+        klock::source_location loc = klock::source_location::current())
         KLOCK_TRY_ACQUIRE_SHARED(true) KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        return raw_down_read(deadline_after(abs - Clock::now()));
+        return timed(deadline_after(abs - Clock::now()), 1);
     }
 
     // ---- observers (racy snapshots, for assertions and debugging) ----
@@ -292,12 +337,41 @@ public:
     std::uint64_t raw_count() const noexcept { return count_.load(std::memory_order_relaxed); }
     std::uintptr_t raw_owner() const noexcept { return owner_.load(std::memory_order_relaxed); }
 
+#if KLOCK_LOCKDEP
+    lockdep_map& dep_map() noexcept { return dep_map_; }
+#endif
+
 private:
     using waiter = detail::rwsem_waiter<E>;
     using wake_q = detail::rwsem_wake_q<E>;
     enum class wake_type { any, readers, read_owned };
 
     static_assert(alignof(task) > RWSEM_OWNER_FLAGS_MASK, "owner flags live in the task pointer's low bits");
+
+    // The lockdep hooks (rwsem_acquire / rwsem_acquire_read / rwsem_release); empty without
+    // KLOCK_LOCKDEP. rw_semaphore readers are non-recursive (read = 1).
+    [[gnu::always_inline]] void ld_acquire(
+        [[maybe_unused]] unsigned subclass, [[maybe_unused]] int trylock, [[maybe_unused]] int read) noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_acquire<E>(dep_map_, subclass, trylock, read);
+#endif
+    }
+    [[gnu::always_inline]] void ld_release() noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_release<E>(dep_map_);
+#endif
+    }
+    // A timed attempt holds lockdep's acquire while it waits and gives it back if it fails.
+    bool timed(std::uint64_t deadline, int read) KLOCK_NO_THREAD_SAFETY_ANALYSIS
+    {
+        ld_acquire(0, 0, read);
+        if (read ? raw_down_read(deadline) : raw_down_write(deadline))
+            return true;
+        ld_release();
+        return false;
+    }
 
     static task* owner_task(std::uintptr_t o) noexcept { return reinterpret_cast<task*>(o & ~RWSEM_OWNER_FLAGS_MASK); }
     static std::uintptr_t owner_value(task* t) noexcept { return reinterpret_cast<std::uintptr_t>(t); }
@@ -332,7 +406,15 @@ private:
             set_reader_owned(E::current());
             return true;
         }
+#if KLOCK_LOCKDEP
+        detail::lockdep_contended<E>(dep_map_);
+        const bool ok = down_read_slowpath(c, deadline);
+        if (ok)
+            detail::lockdep_acquired<E>(dep_map_);
+        return ok;
+#else
         return down_read_slowpath(c, deadline);
+#endif
     }
 
     [[gnu::always_inline]] bool raw_down_read_trylock() noexcept
@@ -453,7 +535,15 @@ private:
             set_owner(E::current());
             return true;
         }
+#if KLOCK_LOCKDEP
+        detail::lockdep_contended<E>(dep_map_);
+        const bool ok = down_write_slowpath(deadline);
+        if (ok)
+            detail::lockdep_acquired<E>(dep_map_);
+        return ok;
+#else
         return down_write_slowpath(deadline);
+#endif
     }
 
     [[gnu::always_inline]] bool raw_down_write_trylock() noexcept
@@ -847,6 +937,9 @@ private:
     // Reported recursions of the write owner still open; touched only by that owner.
     std::uint32_t nested_write_ = 0;
     std::uint32_t nested_read_ = 0;
+#if KLOCK_LOCKDEP
+    lockdep_map dep_map_;
+#endif
 };
 
 using rw_semaphore = basic_rw_semaphore<env::os>;

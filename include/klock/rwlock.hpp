@@ -4,7 +4,7 @@
 // Layers as for spinlocks (klock/spinlock.hpp):
 //
 //   read_lock()/write_lock()   preempt_disable (+ irq/bh variants)   _raw_read_lock, ...
-//                              [lockdep acquire hooks go here: rwlock_acquire_read / _acquire]
+//                              [KLOCK_LOCKDEP: rwlock_acquire_read / _acquire, in do_raw_*()]
 //   do_raw_*()                 debug checks, arch lock, owner          do_raw_read_lock, ...
 //   arch::qrwlock              the queued rwlock algorithm             queued_read_lock, ...
 //
@@ -47,11 +47,24 @@ template <env::Env E> class KLOCK_CAPABILITY("mutex") basic_rwlock {
 public:
     using env_type = E;
 
+#if KLOCK_LOCKDEP
+    // rwlock_init(): the lockdep class is the construction site (a constant-initialised static
+    // lock: its own address); the second form names an explicit class.
+    constexpr basic_rwlock(klock::source_location loc = klock::source_location::current()) noexcept : owner_(0)
+    {
+        detail::lockdep_init(dep_map_, "rwlock", loc);
+    }
+    basic_rwlock(lock_class_key& key, const char* name) noexcept : owner_(0), dep_map_(name, &key) { }
+#else
     constexpr basic_rwlock() noexcept : owner_(0) { }
+#endif
     basic_rwlock(const basic_rwlock&) = delete;
     basic_rwlock& operator=(const basic_rwlock&) = delete;
     ~basic_rwlock()
     {
+#if KLOCK_LOCKDEP
+        detail::lockdep_free<E>(this, sizeof *this);
+#endif
         if (__builtin_expect(arch_.is_locked(), 0))
             bug("rwlock destroyed while held");
     }
@@ -66,8 +79,10 @@ public:
     [[gnu::always_inline]] bool read_trylock() noexcept KLOCK_TRY_ACQUIRE_SHARED(true)
     {
         kernel::preempt_disable<E>();
-        if (arch_.try_read_lock())
+        if (arch_.try_read_lock()) {
+            ld_acquire_read(1);
             return true;
+        }
         kernel::preempt_enable<E>();
         return false;
     }
@@ -107,6 +122,7 @@ public:
     [[gnu::always_inline]] void read_lock_bh() noexcept KLOCK_ACQUIRE_SHARED()
     {
         kernel::preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET + PREEMPT_OFFSET);
+        ld_bh_disabled();
         do_raw_read_lock();
     }
     [[gnu::always_inline]] void read_unlock_bh() noexcept KLOCK_RELEASE_SHARED()
@@ -129,6 +145,7 @@ public:
         kernel::preempt_disable<E>();
         if (arch_.try_write_lock()) {
             owner_.store(owner_t::encode(E::current()), std::memory_order_relaxed);
+            ld_acquire_write(1);
             return true;
         }
         kernel::preempt_enable<E>();
@@ -170,6 +187,7 @@ public:
     [[gnu::always_inline]] void write_lock_bh() noexcept KLOCK_ACQUIRE()
     {
         kernel::preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET + PREEMPT_OFFSET);
+        ld_bh_disabled();
         do_raw_write_lock();
     }
     [[gnu::always_inline]] void write_unlock_bh() noexcept KLOCK_RELEASE()
@@ -198,7 +216,39 @@ public:
     task* write_owner() const noexcept { return owner_t::decode(owner_.load(std::memory_order_relaxed)); }
     const arch::qrwlock<E>& arch() const noexcept { return arch_; }
 
+#if KLOCK_LOCKDEP
+    lockdep_map& dep_map() noexcept { return dep_map_; }
+#endif
+
 private:
+    // The lockdep hooks (rwlock_acquire_read / rwlock_acquire / rwlock_release), called by the
+    // do_raw_* layer so that every variant gets them; empty without KLOCK_LOCKDEP. Readers are
+    // recursive only in irq context (queued rwlocks).
+    [[gnu::always_inline]] void ld_acquire_read([[maybe_unused]] int trylock) noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_acquire<E>(dep_map_, 0, trylock, detail::lockdep_rwlock_read_mode<E>());
+#endif
+    }
+    [[gnu::always_inline]] void ld_acquire_write([[maybe_unused]] int trylock) noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_acquire<E>(dep_map_, 0, trylock, lockdep::WRITE);
+#endif
+    }
+    [[gnu::always_inline]] void ld_release() noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_release<E>(dep_map_);
+#endif
+    }
+    [[gnu::always_inline]] void ld_bh_disabled() noexcept
+    {
+#if KLOCK_LOCKDEP
+        kernel::lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
+#endif
+    }
+
     [[gnu::always_inline]] bool refuse_recursion() noexcept
     {
         task* const me = E::current();
@@ -211,6 +261,7 @@ private:
 
     [[gnu::always_inline]] void do_raw_read_lock() noexcept
     {
+        ld_acquire_read(0);
         if (refuse_recursion())
             return;
         arch_.read_lock();
@@ -218,6 +269,7 @@ private:
 
     [[gnu::always_inline]] void do_raw_write_lock() noexcept
     {
+        ld_acquire_write(0);
         if (refuse_recursion())
             return;
         arch_.write_lock();
@@ -226,6 +278,7 @@ private:
 
     [[gnu::always_inline]] bool do_raw_read_unlock() noexcept
     {
+        ld_release();
         // A tagged owner that is us: this unlock pairs with a refused read_lock().
         if (__builtin_expect(owner_.load(std::memory_order_relaxed) != 0, 0) && pairs_with_refused())
             return true;
@@ -239,6 +292,7 @@ private:
 
     [[gnu::always_inline]] bool do_raw_write_unlock() noexcept
     {
+        ld_release();
         if (__builtin_expect(owner_.load(std::memory_order_relaxed) != owner_t::encode(E::current()), 0))
             return write_unlock_misuse();
         owner_.store(0, std::memory_order_relaxed);
@@ -264,6 +318,9 @@ private:
 
     arch::qrwlock<E> arch_;
     typename E::template atomic<std::uintptr_t> owner_;
+#if KLOCK_LOCKDEP
+    lockdep_map dep_map_;
+#endif
 };
 
 using rwlock = basic_rwlock<env::os>;

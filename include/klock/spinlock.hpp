@@ -5,11 +5,11 @@
 // The layers follow the kernel's chain, one job each:
 //
 //   lock()         preempt_disable                        spin_lock -> __raw_spin_lock
-//                  [lockdep acquire / contended / acquired hooks go here]
+//                  [lockdep acquire; contended/acquired around the slow path: KLOCK_LOCKDEP]
 //   do_raw_lock()  debug checks, arch lock, record owner  do_raw_spin_lock (+ spinlock_debug.c)
 //   Arch::lock()   the algorithm                          arch_spin_lock
 //
-//   unlock()       [lockdep release hook] do_raw_unlock, then preempt_enable, which may
+//   unlock()       [lockdep release: KLOCK_LOCKDEP] do_raw_unlock, then preempt_enable, which may
 //                  reschedule (the seeds' "task switch on unlock": only when preempt_count
 //                  drops to 0 with interrupts enabled).
 //
@@ -49,6 +49,10 @@
 #include <klock/env/os.hpp>
 #include <klock/preempt.hpp>
 #include <klock/thread_safety.hpp>
+
+#if KLOCK_LOCKDEP
+#include <klock/detail/lockdep_hooks.hpp>
+#endif
 
 namespace klock {
 
@@ -139,11 +143,24 @@ public:
     using arch_type = Arch;
     using env_type = E;
 
+#if KLOCK_LOCKDEP
+    // spin_lock_init(): the lockdep class is the construction site (or, for a constant-initialised
+    // static lock, the lock's own address); the second form names an explicit class.
+    constexpr basic_raw_spinlock(klock::source_location loc = klock::source_location::current()) noexcept : owner_(0)
+    {
+        detail::lockdep_init(dep_map_, "spinlock", loc);
+    }
+    basic_raw_spinlock(lock_class_key& key, const char* name) noexcept : owner_(0), dep_map_(name, &key) { }
+#else
     constexpr basic_raw_spinlock() noexcept : owner_(0) { }
+#endif
     basic_raw_spinlock(const basic_raw_spinlock&) = delete;
     basic_raw_spinlock& operator=(const basic_raw_spinlock&) = delete;
     ~basic_raw_spinlock()
     {
+#if KLOCK_LOCKDEP
+        detail::lockdep_free<E>(this, sizeof *this);
+#endif
         if (__builtin_expect(owner_.load(std::memory_order_relaxed) != 0, 0))
             bug("spinlock destroyed while held");
     }
@@ -153,15 +170,28 @@ public:
     [[gnu::always_inline]] void lock() noexcept KLOCK_ACQUIRE()
     {
         kernel::preempt_disable<E>();
-        // lockdep: spin_acquire + LOCK_CONTENDED(trylock, lock) would wrap this call.
+        ld_acquire(0);
         do_raw_lock();
     }
+
+#if KLOCK_LOCKDEP
+    // spin_lock_nested(): the same class at another level (subclass < 8), for locks of one class
+    // that are nested in a fixed order.
+    [[gnu::always_inline]] void lock_nested(unsigned subclass) noexcept KLOCK_ACQUIRE()
+    {
+        kernel::preempt_disable<E>();
+        ld_acquire(subclass);
+        do_raw_lock();
+    }
+#else
+    [[gnu::always_inline]] void lock_nested(unsigned) noexcept KLOCK_ACQUIRE() { lock(); }
+#endif
 
     [[gnu::always_inline]] bool try_lock() noexcept KLOCK_TRY_ACQUIRE(true)
     {
         kernel::preempt_disable<E>();
         if (do_raw_trylock()) {
-            // lockdep: spin_acquire(trylock = 1)
+            ld_acquire(0, 1);
             return true;
         }
         kernel::preempt_enable<E>();
@@ -170,7 +200,7 @@ public:
 
     [[gnu::always_inline]] void unlock() noexcept KLOCK_RELEASE()
     {
-        // lockdep: spin_release
+        ld_release();
         if (__builtin_expect(do_raw_unlock(), 1))
             kernel::preempt_enable<E>();
     }
@@ -181,6 +211,7 @@ public:
     {
         const irq_flags flags = kernel::local_irq_save<E>();
         kernel::preempt_disable<E>();
+        ld_acquire(0);
         do_raw_lock();
         return flags;
     }
@@ -189,8 +220,10 @@ public:
     {
         flags = kernel::local_irq_save<E>();
         kernel::preempt_disable<E>();
-        if (do_raw_trylock())
+        if (do_raw_trylock()) {
+            ld_acquire(0, 1);
             return true;
+        }
         kernel::preempt_enable<E>();
         kernel::local_irq_restore<E>(flags);
         return false;
@@ -198,6 +231,7 @@ public:
 
     [[gnu::always_inline]] void unlock_irqrestore(irq_flags flags) noexcept KLOCK_RELEASE()
     {
+        ld_release();
         const bool released = do_raw_unlock();
         kernel::local_irq_restore<E>(flags);
         if (__builtin_expect(released, 1))
@@ -210,11 +244,13 @@ public:
     {
         kernel::local_irq_disable<E>();
         kernel::preempt_disable<E>();
+        ld_acquire(0);
         do_raw_lock();
     }
 
     [[gnu::always_inline]] void unlock_irq() noexcept KLOCK_RELEASE()
     {
+        ld_release();
         const bool released = do_raw_unlock();
         kernel::local_irq_enable<E>();
         if (__builtin_expect(released, 1))
@@ -226,14 +262,19 @@ public:
     [[gnu::always_inline]] void lock_bh() noexcept KLOCK_ACQUIRE()
     {
         kernel::preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET + PREEMPT_OFFSET);
+        ld_bh_disabled();
+        ld_acquire(0);
         do_raw_lock();
     }
 
     [[gnu::always_inline]] bool try_lock_bh() noexcept KLOCK_TRY_ACQUIRE(true)
     {
         kernel::preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET + PREEMPT_OFFSET);
-        if (do_raw_trylock())
+        ld_bh_disabled();
+        if (do_raw_trylock()) {
+            ld_acquire(0, 1);
             return true;
+        }
         kernel::preempt_count_sub<E>(PREEMPT_OFFSET);
         kernel::local_bh_enable<E>();
         return false;
@@ -241,6 +282,7 @@ public:
 
     [[gnu::always_inline]] void unlock_bh() noexcept KLOCK_RELEASE()
     {
+        ld_release();
         if (__builtin_expect(do_raw_unlock(), 1)) {
             kernel::preempt_count_sub<E>(PREEMPT_OFFSET);
             kernel::local_bh_enable<E>();
@@ -258,7 +300,32 @@ public:
     bool held_by_current() const noexcept { return owner() == E::current(); }
     const Arch& arch() const noexcept { return arch_; }
 
+#if KLOCK_LOCKDEP
+    lockdep_map& dep_map() noexcept { return dep_map_; }
+#endif
+
 private:
+    // The lockdep hooks (spin_acquire / spin_release); empty without KLOCK_LOCKDEP.
+    [[gnu::always_inline]] void ld_acquire(
+        [[maybe_unused]] unsigned subclass, [[maybe_unused]] int trylock = 0) noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_acquire<E>(dep_map_, subclass, trylock, lockdep::WRITE);
+#endif
+    }
+    [[gnu::always_inline]] void ld_release() noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_release<E>(dep_map_);
+#endif
+    }
+    [[gnu::always_inline]] void ld_bh_disabled() noexcept
+    {
+#if KLOCK_LOCKDEP
+        kernel::lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
+#endif
+    }
+
     [[gnu::always_inline]] void do_raw_lock() noexcept KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         if constexpr (requires(Arch & a) { a.lock_fast(); }) {
@@ -290,8 +357,14 @@ private:
             return;
         }
         detail::lockup_watch<E> w("spinlock lockup suspected", this, &owner_);
+#if KLOCK_LOCKDEP
+        detail::lockdep_contended<E>(dep_map_);
+#endif
         arch_.lock_slowpath(w);
         owner_.store(owner_t::encode(me), std::memory_order_relaxed);
+#if KLOCK_LOCKDEP
+        detail::lockdep_acquired<E>(dep_map_);
+#endif
     }
 
     [[gnu::always_inline]] bool do_raw_trylock() noexcept KLOCK_NO_THREAD_SAFETY_ANALYSIS
@@ -334,6 +407,9 @@ private:
 
     Arch arch_;
     typename E::template atomic<std::uintptr_t> owner_;
+#if KLOCK_LOCKDEP
+    lockdep_map dep_map_;
+#endif
 };
 
 template <env::Env E> using basic_ticket_spinlock = basic_raw_spinlock<arch::ticket_spinlock<E>, E>;

@@ -115,6 +115,12 @@
 #include <klock/source_location.hpp>
 #include <klock/thread_safety.hpp>
 
+#if KLOCK_LOCKDEP
+#include <string>
+
+#include <klock/detail/lockdep_hooks.hpp>
+#endif
+
 namespace klock {
 
 // The two ww classes (the kernel's DEFINE_WD_CLASS / DEFINE_WW_CLASS). A program may define its own
@@ -153,6 +159,22 @@ template <ww_class_type C> inline constexpr ww_class_info ww_class_info_of{C::na
 
 template <env::Env E, ww_class_type Class> class basic_ww_mutex;
 
+#if KLOCK_LOCKDEP
+namespace detail {
+// lockdep's two classes per ww class, as the kernel's DEFINE_WW_CLASS gives each ww_class a
+// mutex key and an acquire key: every ww_mutex of a class is one lockdep class (named after the
+// class), and every context of a class another ("<name>_acquire"), held for the whole
+// transaction and passed as the nest_lock of each ww_mutex taken under it.
+template <class Class> inline lock_class_key ww_mutex_key;
+template <class Class> inline lock_class_key ww_acquire_key;
+template <class Class> const char* ww_acquire_name() noexcept
+{
+    static const std::string name = std::string(Class::name) + "_acquire";
+    return name.c_str();
+}
+} // namespace detail
+#endif
+
 // struct ww_acquire_ctx. Lives on its task's stack for the duration of one transaction; only that task
 // may use it. Other tasks touch it only through a lock's wait_lock section (wounded_, wake_).
 template <env::Env E> class basic_ww_acquire_ctx {
@@ -173,6 +195,9 @@ public:
     {
         if (__builtin_expect(active() && acquired_ != 0, 0))
             report("ww_acquire_ctx destroyed with locks held", " (the locks still point to it)");
+#if KLOCK_LOCKDEP
+        ld_end(); // a transaction may end here without acquire_fini()
+#endif
     }
 
     // ww_acquire_init(): a new transaction of class `Class`, with a fresh stamp.
@@ -189,6 +214,16 @@ public:
         class_ = &detail::ww_class_info_of<Class>;
         contending_ = nullptr;
         state_ = state::acquiring;
+#if KLOCK_LOCKDEP
+        // ww_acquire_init(): the context is itself a held "lock" of the class's acquire class.
+        ld_end();
+        dep_map_.init(detail::ww_acquire_name<Class>(), &detail::ww_acquire_key<Class>);
+        if constexpr (detail::lockdep_tracks<E>)
+            if (lockdep::enabled()) {
+                lockdep::lock_acquire(dep_map_, 0, 0, lockdep::WRITE, 1, nullptr);
+                ld_held_ = true;
+            }
+#endif
     }
 
     // ww_acquire_done(): no more locks will be taken with this context (it may still unlock).
@@ -215,6 +250,9 @@ public:
             return;
         }
         state_ = state::finished;
+#if KLOCK_LOCKDEP
+        ld_end();
+#endif
     }
 
     std::uint64_t stamp() const noexcept { return stamp_; }
@@ -228,6 +266,18 @@ public:
 
 private:
     enum class state : std::uint8_t { never, acquiring, done, finished };
+
+#if KLOCK_LOCKDEP
+    void ld_end() noexcept
+    {
+        if (ld_held_) {
+            ld_held_ = false;
+            detail::lockdep_release<E>(dep_map_);
+        }
+    }
+    // The nest_lock for a ww_mutex taken under this context by `cur`: only while lockdep holds it.
+    lockdep_map* ld_nest(task* cur) noexcept { return ld_held_ && task_ == cur ? &dep_map_ : nullptr; }
+#endif
 
     // __ww_ctx_less(): true if `a` is younger than `b` (wrap-safe, as the kernel compares stamps).
     static bool younger(const basic_ww_acquire_ctx* a, const basic_ww_acquire_ctx* b) noexcept
@@ -265,6 +315,10 @@ private:
     const void* contending_ = nullptr; // the lock that said -EDEADLK, until the next acquisition
     atomic<std::uint32_t> wounded_{0};
     atomic<std::uint32_t> wake_{0}; // the wake word while this context's task waits for a ww_mutex
+#if KLOCK_LOCKDEP
+    lockdep_map dep_map_;
+    bool ld_held_ = false; // lockdep saw this context's acquire (init) and not yet its release
+#endif
 };
 
 template <env::Env E, ww_class_type Class> void ww_acquire_init(basic_ww_acquire_ctx<E>* ctx, Class c) noexcept
@@ -285,12 +339,27 @@ public:
 
     static_assert(alignof(task) > WW_FLAG_WAITERS, "the owner word keeps WAITERS in the task pointer's low bit");
 
+#if KLOCK_LOCKDEP
+    // ww_mutex_init(): lockdep's class is the ww class's (detail::ww_mutex_key<Class>).
+    constexpr basic_ww_mutex() noexcept
+        : owner_(0),
+          ctx_(nullptr),
+          wait_lock_(),
+          head_(nullptr),
+          tail_(nullptr),
+          dep_map_(Class::name, &detail::ww_mutex_key<Class>)
+    { }
+#else
     constexpr basic_ww_mutex() noexcept : owner_(0), ctx_(nullptr), wait_lock_(), head_(nullptr), tail_(nullptr) { }
+#endif
     basic_ww_mutex(const basic_ww_mutex&) = delete;
     basic_ww_mutex& operator=(const basic_ww_mutex&) = delete;
 
     ~basic_ww_mutex()
     {
+#if KLOCK_LOCKDEP
+        detail::lockdep_free<E>(this, sizeof *this);
+#endif
         const std::uintptr_t o = owner_.load(std::memory_order_relaxed);
         if (__builtin_expect(o != 0, 0))
             detail::lock_bug<E>("ww_mutex destroyed while locked", this, owner_task(o), -1,
@@ -304,8 +373,11 @@ public:
         KLOCK_TRY_ACQUIRE(0)
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        // lockdep: ww_mutex acquire (nest_lock: ctx) goes here.
-        return raw_lock(ctx, call::lock, loc);
+        ld_acquire(ctx, 0);
+        const int r = raw_lock(ctx, call::lock, loc);
+        if (r != 0)
+            ld_release(); // -EDEADLK, -EALREADY, -EINVAL: not acquired (again)
+        return r;
     }
 
     // ww_mutex_lock_slow(): after -EDEADLK and the release of every lock, sleep until this (the
@@ -314,22 +386,29 @@ public:
         KLOCK_ACQUIRE()
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        raw_lock(ctx, call::lock_slow, loc);
+        ld_acquire(ctx, 0);
+        if (raw_lock(ctx, call::lock_slow, loc) != 0)
+            ld_release();
     }
 
     // Lockable: lock without a context (mutex_lock() on the ww_mutex).
     [[gnu::always_inline]] void lock(klock::source_location loc = klock::source_location::current()) KLOCK_ACQUIRE()
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
-        raw_lock(nullptr, call::lock, loc);
+        ld_acquire(nullptr, 0);
+        if (raw_lock(nullptr, call::lock, loc) != 0)
+            ld_release();
     }
 
     // ww_mutex_trylock(lock, NULL): never sleeps.
     [[gnu::always_inline]] bool try_lock() noexcept KLOCK_TRY_ACQUIRE(true)
     {
         std::uintptr_t o = 0;
-        return owner_.compare_exchange_strong(o, to_word(E::current()), std::memory_order_acquire,
-            std::memory_order_relaxed); // lockdep: acquire(trylock) goes here.
+        if (!owner_.compare_exchange_strong(
+                o, to_word(E::current()), std::memory_order_acquire, std::memory_order_relaxed))
+            return false;
+        ld_acquire(nullptr, 1);
+        return true;
     }
 
     // ww_mutex_trylock(lock, ctx): never sleeps; on success the lock counts as taken under `ctx`
@@ -347,15 +426,20 @@ public:
         if (!owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acquire, std::memory_order_relaxed))
             return false;
         acquired_fastpath(ctx);
+        ld_acquire(ctx, 1);
         return true;
     }
 
     // ww_mutex_unlock(): also for locks taken without a context.
     [[gnu::always_inline]] void unlock() noexcept KLOCK_RELEASE()
     {
-        // lockdep: mutex_release() goes here.
+        ld_release();
         raw_unlock();
     }
+
+#if KLOCK_LOCKDEP
+    lockdep_map& dep_map() noexcept { return dep_map_; }
+#endif
 
     // ww_mutex_is_locked().
     bool is_locked() const noexcept { return owner_task(owner_.load(std::memory_order_relaxed)) != nullptr; }
@@ -469,6 +553,24 @@ private:
         std::snprintf(extra, sizeof extra, " %s by its owner would deadlock; not acquired again (at %s:%u)",
             c != nullptr ? "lock(ctx) with another context" : "lock()", loc.file_name(), loc.line());
         detail::lock_bug<E>("ww_mutex recursion", this, cur, E::current_cpu(), extra);
+    }
+
+    // The lockdep hooks (mutex_acquire_nest with the context's map / mutex_release); empty without
+    // KLOCK_LOCKDEP.
+    [[gnu::always_inline]] void ld_acquire([[maybe_unused]] ctx_type* c, [[maybe_unused]] int trylock) noexcept
+    {
+#if KLOCK_LOCKDEP
+        if constexpr (detail::lockdep_tracks<E>)
+            if (__builtin_expect(lockdep::enabled(), 0))
+                lockdep::lock_acquire(
+                    dep_map_, 0, trylock, lockdep::WRITE, 1, c != nullptr ? c->ld_nest(E::current()) : nullptr);
+#endif
+    }
+    [[gnu::always_inline]] void ld_release() noexcept
+    {
+#if KLOCK_LOCKDEP
+        detail::lockdep_release<E>(dep_map_);
+#endif
     }
 
     // ---- the algorithm layer (lockdep hooks sit above, in the public members) ----
@@ -668,7 +770,9 @@ private:
             q.wake_up();
             return r;
         }
-        // lockdep: lock_contended() goes here.
+#if KLOCK_LOCKDEP
+        detail::lockdep_contended<E>(dep_map_);
+#endif
 
         int ret = 0;
         for (;;) {
@@ -688,7 +792,11 @@ private:
             set_context(c); // as the head, every context behind us is younger: nothing to check
         wait_lock_.unlock();
         q.wake_up();
-        return ret; // lockdep: lock_acquired() (ret == 0)
+#if KLOCK_LOCKDEP
+        if (ret == 0)
+            detail::lockdep_acquired<E>(dep_map_);
+#endif
+        return ret;
     }
 
     static void sleep(atomic<std::uint32_t>& word) noexcept
@@ -744,6 +852,9 @@ private:
     arch::qspinlock<E> wait_lock_;
     waiter* head_; // wait list: contexts by stamp, plain waiters FIFO; guarded by wait_lock_
     waiter* tail_;
+#if KLOCK_LOCKDEP
+    lockdep_map dep_map_;
+#endif
 };
 
 using ww_acquire_ctx = basic_ww_acquire_ctx<env::os>;
