@@ -26,6 +26,9 @@
 
 namespace klock::lockdep::detail {
 
+// printf onto the end of a string (any length): the report and /proc builders' formatter.
+[[gnu::format(printf, 2, 3)]] void appendf(std::string& out, const char* fmt, ...);
+
 // ---- usage bits (kernel/locking/lockdep_states.h, lockdep_internals.h) ----
 // bit 0: read, bit 1: direction (0 used in irq, 1 irq enabled), bits 2+: the irq state.
 enum usage_bit : int {

@@ -18,17 +18,6 @@ using namespace detail;
 
 namespace {
 
-[[gnu::format(printf, 2, 3)]] void appendf(std::string& out, const char* fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    const int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        out.append(buf, static_cast<std::size_t>(n) < sizeof buf ? static_cast<std::size_t>(n) : sizeof buf - 1);
-}
-
 std::uintptr_t addr(const void* p) { return reinterpret_cast<std::uintptr_t>(p); }
 
 void write_file(std::FILE* out, const std::string& s)

@@ -26,19 +26,7 @@ using namespace detail;
 
 namespace detail {
 
-namespace {
-
-constexpr const char* IDENT = "klock 0.1.0 Not tainted";
-
-std::atomic<std::uint64_t> g_report_count{0};
-
-std::set<std::array<std::uint64_t, 4>>& seen()
-{
-    static auto* s = new std::set<std::array<std::uint64_t, 4>>;
-    return *s;
-}
-
-[[gnu::format(printf, 2, 3)]] void appendf(std::string& out, const char* fmt, ...)
+void appendf(std::string& out, const char* fmt, ...)
 {
     char buf[1024];
     va_list ap;
@@ -57,6 +45,18 @@ std::set<std::array<std::uint64_t, 4>>& seen()
     va_end(ap);
     big.pop_back();
     out += big;
+}
+
+namespace {
+
+constexpr const char* IDENT = "klock 0.1.0 Not tainted";
+
+std::atomic<std::uint64_t> g_report_count{0};
+
+std::set<std::array<std::uint64_t, 4>>& seen()
+{
+    static auto* s = new std::set<std::array<std::uint64_t, 4>>;
+    return *s;
 }
 
 std::string hex_ptr(std::uintptr_t p)
@@ -111,6 +111,16 @@ public:
     {
         text += lock_line(h);
         field(key, lock_json(h));
+    }
+
+    // "comm/pid is trying to acquire lock:" <acquiring> "but task is already holding lock:"
+    // <holding>: the opening of the circular and the recursive reports.
+    void acquiring_while_holding(const held_lock& acquiring, const held_lock& holding)
+    {
+        appendf(text, "%s/%d is trying to acquire lock:\n", ti_.comm, ti_.pid);
+        lock("acquiring", acquiring);
+        text += "\nbut task is already holding lock:\n";
+        lock("holding", holding);
     }
 
     std::string lock_line(const held_lock& h) const
@@ -400,10 +410,7 @@ void report_circular_locked(task_state& ts, const thread_info& ti, lock_list* ro
     try {
         report r("circular_locking", "WARNING: possible circular locking dependency detected", ts, ti);
         r.header();
-        appendf(r.text, "%s/%d is trying to acquire lock:\n", ti.comm, ti.pid);
-        r.lock("acquiring", src);
-        r.text += "\nbut task is already holding lock:\n";
-        r.lock("holding", tgt);
+        r.acquiring_while_holding(src, tgt);
         r.text += "\nwhich lock already depends on the new lock.\n\n";
         r.text += "\nthe existing dependency chain (in reverse order) is:\n";
         std::string chain = "[";
@@ -458,10 +465,7 @@ void report_recursive_locked(
     try {
         report r("recursive_locking", "WARNING: possible recursive locking detected", ts, ti);
         r.header();
-        appendf(r.text, "%s/%d is trying to acquire lock:\n", ti.comm, ti.pid);
-        r.lock("acquiring", next);
-        r.text += "\nbut task is already holding lock:\n";
-        r.lock("holding", prev);
+        r.acquiring_while_holding(next, prev);
         r.text += "\nother info that might help us debug this:\n";
         r.text += " Possible unsafe locking scenario:\n\n";
         r.text += "       CPU0\n";
