@@ -227,6 +227,14 @@ public:
         return buf;
     }
 
+    // Every report ends the kernel's way: "stack backtrace:" and the current task's stack.
+    void finish_with_backtrace()
+    {
+        text += "\nstack backtrace:\n";
+        backtrace();
+        finish();
+    }
+
     void finish()
     {
         json_ += ",\"text\":" + json_quote(text) + "}";
@@ -451,9 +459,7 @@ void report_circular_locked(task_state& ts, const thread_info& ti, lock_list* ro
         r.text += "\n *** DEADLOCK ***\n\n";
 
         r.held_locks();
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
@@ -475,9 +481,7 @@ void report_recursive_locked(
         r.text += "\n *** DEADLOCK ***\n\n";
         r.text += " May be due to missing lock nesting notation\n\n";
         r.held_locks();
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
@@ -508,9 +512,7 @@ void report_usage_locked(task_state& ts, const thread_info& ti, const held_lock&
         r.text += "    lock(" + n + ");\n";
         r.text += "\n *** DEADLOCK ***\n\n";
         r.held_locks();
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
@@ -555,9 +557,7 @@ void report_irq_inversion_locked(task_state& ts, const thread_info& ti, lock_lis
         if (root->trace == 0)
             return;
         r.field("dependencies", shortest_dependencies(r, other, root));
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
@@ -601,9 +601,7 @@ void report_bad_irq_dependency_locked(task_state& ts, const thread_info& ti, loc
         if (next_root->trace == 0)
             return;
         r.field("unsafe_dependencies", shortest_dependencies(r, forwards_entry, next_root));
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
@@ -624,9 +622,7 @@ void report_unlock_imbalance_locked(
                 + ",\"at\":" + json_quote(symbolize(ip)) + "}");
         r.text += "\nother info that might help us debug this:\n";
         r.held_locks();
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
@@ -643,9 +639,7 @@ void report_freed_locked(
         r.field("memory", "{\"from\":" + jhex(ptr_key(from)) + ",\"to\":" + jhex(ptr_key(to) - 1) + "}");
         r.lock("lock", h);
         r.held_locks();
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
@@ -662,9 +656,7 @@ void report_held_at_exit_locked(task_state& ts, const thread_info& ti) noexcept
         report r("locks_held_at_exit", title, ts, ti);
         r.header(36);
         r.held_locks();
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
@@ -683,9 +675,7 @@ void report_nested_not_held_locked(task_state& ts, const thread_info& ti, const 
         r.field("nest_lock", json_quote(nest));
         r.text += "\nother info that might help us debug this:\n";
         r.held_locks();
-        r.text += "\nstack backtrace:\n";
-        r.backtrace();
-        r.finish();
+        r.finish_with_backtrace();
     } catch (...) { }
 }
 
