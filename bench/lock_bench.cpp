@@ -38,14 +38,14 @@ std::vector<lock_entry> exclusive_locks()
     v.push_back(entry<exclusive_side<std::mutex>>("std::mutex"));
     v.push_back(entry<exclusive_side<pthread_spinlock>>("pthread_spinlock"));
     v.push_back(entry<exclusive_side<glibc_pi_mutex>>("glibc_pi_mutex"));
-#if KLOCK_BENCH_HAVE_ABSL
+#if KLOCK_HAVE_ABSL
     v.push_back(entry<absl_writer>("absl::Mutex"));
 #endif
-#if KLOCK_BENCH_HAVE_TBB
+#if KLOCK_HAVE_TBB
     v.push_back(entry<exclusive_side<tbb::spin_mutex>>("tbb::spin_mutex"));
     v.push_back(entry<tbb_queuing>("tbb::queuing_mutex"));
 #endif
-#if KLOCK_BENCH_HAVE_CK
+#if KLOCK_HAVE_CK
     v.push_back(entry<ck_ticket>("ck_spinlock_ticket"));
     v.push_back(entry<ck_mcs>("ck_spinlock_mcs"));
 #endif
@@ -59,7 +59,7 @@ std::vector<lock_entry> shared_locks()
     v.push_back(entry<shared_side<klock::rwlock>>("klock::rwlock"));
     v.push_back(entry<shared_side<klock::rw_semaphore>>("klock::rw_semaphore"));
     v.push_back(entry<shared_side<std::shared_mutex>>("std::shared_mutex"));
-#if KLOCK_BENCH_HAVE_ABSL
+#if KLOCK_HAVE_ABSL
     v.push_back(entry<absl_reader>("absl::Mutex"));
 #endif
     return v;
@@ -69,7 +69,7 @@ std::vector<lock_entry> shared_locks()
 
 int main(int argc, char** argv)
 {
-#if KLOCK_BENCH_HAVE_ABSL
+#if KLOCK_HAVE_ABSL
     // Debian builds abseil without NDEBUG, which leaves absl::Mutex's deadlock detector on (a
     // graph update per Lock); measure the Mutex as an optimized abseil build ships it.
     absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);

@@ -3,7 +3,7 @@
 // Always present: std::mutex, std::shared_mutex, pthread_spinlock_t and glibc's
 // priority-inheritance mutex (PTHREAD_PRIO_INHERIT: every contended lock and unlock is a
 // FUTEX_LOCK_PI / FUTEX_UNLOCK_PI system call, the baseline klock::rt_mutex's adaptive spin
-// has to beat). Present when bench/CMakeLists.txt found them (KLOCK_BENCH_HAVE_*):
+// has to beat). Present when bench/CMakeLists.txt found them (KLOCK_HAVE_*):
 // absl::Mutex, tbb::spin_mutex, tbb::queuing_mutex, Concurrency Kit's ticket and MCS locks.
 #pragma once
 
@@ -14,14 +14,14 @@
 
 #include "harness.hpp"
 
-#if KLOCK_BENCH_HAVE_ABSL
+#if KLOCK_HAVE_ABSL
 #include <absl/synchronization/mutex.h>
 #endif
-#if KLOCK_BENCH_HAVE_TBB
+#if KLOCK_HAVE_TBB
 #include <tbb/queuing_mutex.h>
 #include <tbb/spin_mutex.h>
 #endif
-#if KLOCK_BENCH_HAVE_CK
+#if KLOCK_HAVE_CK
 #include <type_traits>
 #include <ck_pr.h>
 // CK's headers are C: its MCS lock assigns ck_pr_fas_ptr()'s void* result to a node pointer,
@@ -68,7 +68,7 @@ private:
     pthread_mutex_t m_;
 };
 
-#if KLOCK_BENCH_HAVE_ABSL
+#if KLOCK_HAVE_ABSL
 struct absl_writer {
     using node = no_node;
     static constexpr bool exclusive = true;
@@ -85,7 +85,7 @@ struct absl_reader {
 };
 #endif
 
-#if KLOCK_BENCH_HAVE_TBB
+#if KLOCK_HAVE_TBB
 // A queuing lock's waiter spins on its own node, which here is the scoped_lock object.
 struct tbb_queuing {
     using node = tbb::queuing_mutex::scoped_lock;
@@ -96,7 +96,7 @@ struct tbb_queuing {
 };
 #endif
 
-#if KLOCK_BENCH_HAVE_CK
+#if KLOCK_HAVE_CK
 struct ck_ticket {
     using node = no_node;
     static constexpr bool exclusive = true;
@@ -117,13 +117,13 @@ struct ck_mcs {
 inline const char* peers_found()
 {
     return "std::mutex std::shared_mutex pthread_spinlock glibc_pi_mutex"
-#if KLOCK_BENCH_HAVE_ABSL
+#if KLOCK_HAVE_ABSL
            " absl::Mutex"
 #endif
-#if KLOCK_BENCH_HAVE_TBB
+#if KLOCK_HAVE_TBB
            " tbb::spin_mutex tbb::queuing_mutex"
 #endif
-#if KLOCK_BENCH_HAVE_CK
+#if KLOCK_HAVE_CK
            " ck_spinlock_ticket ck_spinlock_mcs"
 #endif
         ;

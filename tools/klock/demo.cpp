@@ -4,7 +4,7 @@
 //  2. what a spinlock does to the task's context (seeds/000): preempt_count, preemptible()
 //  3. might_sleep(): a sleeping lock taken under a spinlock is reported
 //  4. priority inversion on one CPU (seeds/003), with klock::mutex and with klock::rt_mutex
-#include "demo.hpp"
+#include "commands.hpp"
 
 #include <atomic>
 #include <chrono>
