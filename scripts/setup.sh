@@ -2,7 +2,7 @@
 # Installs what building and testing klock needs, from Debian packages, where missing.
 # Pass --bench to add the peers the benchmarks compare against (abseil, TBB, Concurrency Kit).
 set -euo pipefail
-pkgs=(cmake ninja-build g++ clang libgtest-dev libgmock-dev libbenchmark-dev)
+pkgs=(cmake ninja-build g++ clang pkg-config libgtest-dev libgmock-dev libbenchmark-dev libdw-dev)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(libabsl-dev libtbb-dev libck-dev)
 fi

@@ -12,6 +12,8 @@
 // frames never show up in reports.
 #include "internal.hpp"
 
+#include <klock/detail/symbolize.hpp>
+
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -144,33 +146,7 @@ unsigned capture_current(const task_state& ts, void** out, unsigned max) noexcep
 
 std::string symbolize(std::uintptr_t ip, bool return_address)
 {
-    char buf[512];
-    const std::uintptr_t look = return_address && ip != 0 ? ip - 1 : ip;
-    Dl_info info{};
-    void* extra = nullptr;
-    if (ip == 0 || ::dladdr1(reinterpret_cast<void*>(look), &info, &extra, RTLD_DL_SYMENT) == 0) {
-        std::snprintf(buf, sizeof buf, "0x%" PRIxPTR, ip);
-        return buf;
-    }
-    if (info.dli_sname != nullptr && info.dli_saddr != nullptr) {
-        int status = 0;
-        char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-        const char* name = status == 0 && demangled != nullptr ? demangled : info.dli_sname;
-        const auto off = ip - reinterpret_cast<std::uintptr_t>(info.dli_saddr);
-        const auto* sym = static_cast<const ElfW(Sym)*>(extra);
-        if (sym != nullptr && sym->st_size != 0)
-            std::snprintf(
-                buf, sizeof buf, "%s+0x%" PRIxPTR "/0x%" PRIxPTR, name, off, static_cast<std::uintptr_t>(sym->st_size));
-        else
-            std::snprintf(buf, sizeof buf, "%s+0x%" PRIxPTR, name, off);
-        std::free(demangled);
-        return buf;
-    }
-    const char* module = info.dli_fname != nullptr ? info.dli_fname : "?";
-    if (const char* slash = __builtin_strrchr(module, '/'))
-        module = slash + 1;
-    std::snprintf(buf, sizeof buf, "%s+0x%" PRIxPTR, module, ip - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
-    return buf;
+    return klock::detail::format_symbol(ip, return_address);
 }
 
 } // namespace klock::lockdep::detail
