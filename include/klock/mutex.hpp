@@ -135,9 +135,7 @@
 #include <klock/might_sleep.hpp>
 #include <klock/thread_safety.hpp>
 
-#if KLOCK_LOCKDEP
-#include <klock/detail/lockdep_hooks.hpp>
-#endif
+#include <klock/detail/lock_dep.hpp>
 
 namespace klock {
 
@@ -170,28 +168,20 @@ public:
     // A contender waits at most this many pauses (about 1 us) for the spinner gate.
     static constexpr unsigned spin_gate_budget = 64;
 
-#if KLOCK_LOCKDEP
     // mutex_init(): the lockdep class is the construction site (a constant-initialised static
     // mutex: its own address); the second form names an explicit class.
     constexpr basic_mutex(klock::source_location loc = klock::source_location::current()) noexcept
-        : owner_(0), wait_lock_(), spinner_(0), head_(nullptr), tail_(nullptr)
-    {
-        detail::lockdep_init(dep_map_, "mutex", loc);
-    }
-    basic_mutex(lock_class_key& key, const char* name) noexcept
-        : owner_(0), wait_lock_(), spinner_(0), head_(nullptr), tail_(nullptr), dep_map_(name, &key)
+        : owner_(0), wait_lock_(), spinner_(0), head_(nullptr), tail_(nullptr), dep_("mutex", loc)
     { }
-#else
-    constexpr basic_mutex() noexcept : owner_(0), wait_lock_(), spinner_(0), head_(nullptr), tail_(nullptr) { }
-#endif
+    basic_mutex(lock_class_key& key, const char* name) noexcept
+        : owner_(0), wait_lock_(), spinner_(0), head_(nullptr), tail_(nullptr), dep_(key, name)
+    { }
     basic_mutex(const basic_mutex&) = delete;
     basic_mutex& operator=(const basic_mutex&) = delete;
 
     ~basic_mutex()
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_free<E>(this, sizeof *this);
-#endif
+        dep_.freed(this, sizeof *this);
         const std::uintptr_t o = owner_.load(std::memory_order_relaxed);
         if (__builtin_expect(o != 0, 0))
             detail::lock_bug<E>("mutex destroyed while locked", this, owner_task(o), -1,
@@ -207,8 +197,8 @@ public:
     }
 
     // mutex_lock_nested(): the same class at another level (subclass < 8).
-    [[gnu::always_inline]] void lock_nested([[maybe_unused]] unsigned subclass,
-        klock::source_location loc = klock::source_location::current()) KLOCK_ACQUIRE()
+    [[gnu::always_inline]] void lock_nested(
+        unsigned subclass, klock::source_location loc = klock::source_location::current()) KLOCK_ACQUIRE()
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
         ld_acquire(subclass, 0);
@@ -252,12 +242,12 @@ public:
 
     [[gnu::always_inline]] void unlock() noexcept KLOCK_RELEASE()
     {
-        ld_release();
+        dep_.release();
         raw_unlock();
     }
 
 #if KLOCK_LOCKDEP
-    lockdep_map& dep_map() noexcept { return dep_map_; }
+    lockdep_map& dep_map() noexcept { return dep_.map(); }
 #endif
 
     // mutex_is_locked().
@@ -272,31 +262,10 @@ public:
     std::uintptr_t owner_word() const noexcept { return owner_.load(std::memory_order_acquire); }
 
 private:
-    // The lockdep hooks (mutex_acquire / mutex_release / lock_contended / lock_acquired); empty
-    // without KLOCK_LOCKDEP.
-    [[gnu::always_inline]] void ld_acquire([[maybe_unused]] unsigned subclass, [[maybe_unused]] int trylock) noexcept
+    // mutex_acquire(): lockdep's view of a mutex is a writer.
+    [[gnu::always_inline]] void ld_acquire(unsigned subclass, int trylock) noexcept
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_acquire<E>(dep_map_, subclass, trylock, lockdep::WRITE);
-#endif
-    }
-    [[gnu::always_inline]] void ld_release() noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_release<E>(dep_map_);
-#endif
-    }
-    [[gnu::always_inline]] void ld_contended() noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_contended<E>(dep_map_);
-#endif
-    }
-    [[gnu::always_inline]] void ld_acquired() noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_acquired<E>(dep_map_);
-#endif
+        dep_.acquire(subclass, trylock, lockdep::WRITE);
     }
 
     // A timed attempt holds lockdep's acquire while it waits and gives it back if it fails.
@@ -305,7 +274,7 @@ private:
         ld_acquire(0, 0);
         if (raw_lock_timed(deadline, loc))
             return true;
-        ld_release();
+        dep_.release();
         return false;
     }
 
@@ -387,14 +356,10 @@ private:
 
     [[gnu::always_inline]] void slowpath_untimed(task* cur, const klock::source_location& loc) noexcept
     {
-#if KLOCK_LOCKDEP
         // False only for a refused recursion: not acquired again, so the owner's one unlock()
         // must find one lockdep entry, not two.
         if (!lock_slowpath(cur, 0, loc))
-            ld_release();
-#else
-        lock_slowpath(cur, 0, loc);
-#endif
+            dep_.release();
     }
 
     bool raw_lock_timed(std::uint64_t deadline, const klock::source_location& loc) KLOCK_NO_THREAD_SAFETY_ANALYSIS
@@ -552,16 +517,16 @@ private:
             report_recursion(cur, loc);
             return false;
         }
-        ld_contended();
+        dep_.contended();
         if (trylock_common(cur, false) || optimistic_spin(cur, nullptr, deadline)) {
-            ld_acquired();
+            dep_.acquired();
             return true;
         }
 
         wait_lock_.lock();
         if (trylock_common(cur, false)) {
             wait_lock_.unlock();
-            ld_acquired();
+            dep_.acquired();
             return true;
         }
         if (deadline != 0 && E::now_ns() >= deadline) {
@@ -596,7 +561,7 @@ private:
         }
         remove_waiter(w);
         wait_lock_.unlock();
-        ld_acquired();
+        dep_.acquired();
         return true;
     }
 
@@ -662,9 +627,7 @@ private:
     atomic<std::uint32_t> spinner_; // the single-spinner gate (stands in for the kernel's OSQ)
     waiter* head_;                  // wait_list, FIFO; guarded by wait_lock_
     waiter* tail_;
-#if KLOCK_LOCKDEP
-    lockdep_map dep_map_;
-#endif
+    [[no_unique_address]] detail::lock_dep<E> dep_;
 };
 
 using mutex = basic_mutex<env::os>;

@@ -124,14 +124,14 @@ template <env::Env E> [[gnu::always_inline]] inline void lockdep_trace_bh_disabl
             && (E::info(E::current()).preempt_count & SOFTIRQ_MASK) == (added & SOFTIRQ_MASK))
             lockdep::softirqs_off();
 }
+#else
+template <env::Env E> inline void lockdep_trace_bh_disabled(std::uint32_t) noexcept { }
 #endif
 
 template <env::Env E> inline void local_bh_disable() noexcept
 {
     preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET);
-#if KLOCK_LOCKDEP
     lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
-#endif
 }
 
 template <env::Env E> inline void local_bh_enable() noexcept

@@ -85,9 +85,7 @@
 #include <klock/might_sleep.hpp>
 #include <klock/thread_safety.hpp>
 
-#if KLOCK_LOCKDEP
-#include <klock/detail/lockdep_hooks.hpp>
-#endif
+#include <klock/detail/lock_dep.hpp>
 
 namespace klock {
 
@@ -100,25 +98,18 @@ public:
     // load + pause each, ~17 ns on the development machine, so ~7 us in all.
     static constexpr unsigned spin_limit = 400;
 
-#if KLOCK_LOCKDEP
     // rt_mutex_init(): the lockdep class is the construction site (a constant-initialised static
     // lock: its own address); the second form names an explicit class.
-    constexpr basic_rt_mutex(klock::source_location loc = klock::source_location::current()) noexcept : word_(0)
-    {
-        detail::lockdep_init(dep_map_, "rt_mutex", loc);
-    }
-    basic_rt_mutex(lock_class_key& key, const char* name) noexcept : word_(0), dep_map_(name, &key) { }
-#else
-    constexpr basic_rt_mutex() noexcept : word_(0) { }
-#endif
+    constexpr basic_rt_mutex(klock::source_location loc = klock::source_location::current()) noexcept
+        : word_(0), dep_("rt_mutex", loc)
+    { }
+    basic_rt_mutex(lock_class_key& key, const char* name) noexcept : word_(0), dep_(key, name) { }
     basic_rt_mutex(const basic_rt_mutex&) = delete;
     basic_rt_mutex& operator=(const basic_rt_mutex&) = delete;
 
     ~basic_rt_mutex()
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_free<E>(this, sizeof *this);
-#endif
+        dep_.freed(this, sizeof *this);
         const std::uint32_t v = word_.load(std::memory_order_relaxed);
         if (__builtin_expect((v & env::futex_tid_mask) != 0, 0))
             report("rt_mutex destroyed while locked", v);
@@ -150,7 +141,7 @@ public:
         ld_acquire(0);
         if (do_lock_timed(deadline_ns == 0 ? 1 : deadline_ns))
             return true;
-        ld_release();
+        dep_.release();
         return false;
     }
 
@@ -171,12 +162,12 @@ public:
 
     void unlock() noexcept KLOCK_RELEASE()
     {
-        ld_release();
+        dep_.release();
         do_unlock();
     }
 
 #if KLOCK_LOCKDEP
-    lockdep_map& dep_map() noexcept { return dep_map_; }
+    lockdep_map& dep_map() noexcept { return dep_.map(); }
 #endif
 
     bool is_locked() const noexcept { return (raw() & env::futex_tid_mask) != 0; }
@@ -191,20 +182,8 @@ public:
     word_type& native_handle() noexcept { return word_; }
 
 private:
-    // The lockdep hooks (rt_mutex_acquire / rt_mutex_release / contended / acquired); empty
-    // without KLOCK_LOCKDEP.
-    [[gnu::always_inline]] void ld_acquire([[maybe_unused]] int trylock) noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_acquire<E>(dep_map_, 0, trylock, lockdep::WRITE);
-#endif
-    }
-    [[gnu::always_inline]] void ld_release() noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_release<E>(dep_map_);
-#endif
-    }
+    // rt_mutex_acquire(): lockdep's view of an rt_mutex is a writer.
+    [[gnu::always_inline]] void ld_acquire(int trylock) noexcept { dep_.acquire(0, trylock, lockdep::WRITE); }
 
     static std::uint32_t current_tid() noexcept { return static_cast<std::uint32_t>(E::task_pid(E::current())); }
 
@@ -215,14 +194,10 @@ private:
         if (__builtin_expect(
                 word_.compare_exchange_strong(v, tid, std::memory_order_acquire, std::memory_order_relaxed), 1))
             return;
-#if KLOCK_LOCKDEP
         // -EDEADLK (a refused recursion): not acquired again, so the owner's one unlock() must
         // find one lockdep entry, not two.
         if (lock_slowpath(tid, 0) != 0)
-            ld_release();
-#else
-        (void)lock_slowpath(tid, 0);
-#endif
+            dep_.release();
     }
 
     bool do_lock_timed(std::uint64_t deadline) noexcept
@@ -265,17 +240,11 @@ private:
             report("rt_mutex recursion", v, "-EDEADLK: the owner tried to take it again");
             return -EDEADLK;
         }
-#if KLOCK_LOCKDEP
-        detail::lockdep_contended<E>(dep_map_);
+        dep_.contended();
         const int rc = spin(tid) ? 0 : lock_pi(tid, deadline);
         if (rc == 0)
-            detail::lockdep_acquired<E>(dep_map_);
+            dep_.acquired();
         return rc;
-#else
-        if (spin(tid))
-            return 0;
-        return lock_pi(tid, deadline);
-#endif
     }
 
     bool spin(std::uint32_t tid) noexcept
@@ -445,9 +414,7 @@ private:
     }
 
     word_type word_;
-#if KLOCK_LOCKDEP
-    lockdep_map dep_map_;
-#endif
+    [[no_unique_address]] detail::lock_dep<E> dep_;
 };
 
 using rt_mutex = basic_rt_mutex<env::os>;

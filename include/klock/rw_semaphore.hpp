@@ -130,9 +130,7 @@
 #include <klock/might_sleep.hpp>
 #include <klock/thread_safety.hpp>
 
-#if KLOCK_LOCKDEP
-#include <klock/detail/lockdep_hooks.hpp>
-#endif
+#include <klock/detail/lock_dep.hpp>
 
 namespace klock {
 
@@ -161,26 +159,18 @@ public:
     using env_type = E;
     using task = typename E::task;
 
-#if KLOCK_LOCKDEP
     // init_rwsem(): the lockdep class is the construction site (a constant-initialised static
     // rwsem: its own address); the second form names an explicit class.
     constexpr basic_rw_semaphore(klock::source_location loc = klock::source_location::current()) noexcept
-        : count_(0), owner_(0)
-    {
-        detail::lockdep_init(dep_map_, "rw_semaphore", loc);
-    }
-    basic_rw_semaphore(lock_class_key& key, const char* name) noexcept : count_(0), owner_(0), dep_map_(name, &key) { }
-#else
-    constexpr basic_rw_semaphore() noexcept : count_(0), owner_(0) { }
-#endif
+        : count_(0), owner_(0), dep_("rw_semaphore", loc)
+    { }
+    basic_rw_semaphore(lock_class_key& key, const char* name) noexcept : count_(0), owner_(0), dep_(key, name) { }
     basic_rw_semaphore(const basic_rw_semaphore&) = delete;
     basic_rw_semaphore& operator=(const basic_rw_semaphore&) = delete;
 
     ~basic_rw_semaphore()
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_free<E>(this, sizeof *this);
-#endif
+        dep_.freed(this, sizeof *this);
         if (__builtin_expect((count_.load(std::memory_order_relaxed) & (RWSEM_LOCK_MASK | RWSEM_FLAG_WAITERS)) != 0, 0))
             misuse("rw_semaphore destroyed while locked", write_owner());
     }
@@ -197,8 +187,7 @@ public:
     }
 
     // down_read_nested(): the same class at another level (subclass < 8).
-    void down_read_nested(
-        [[maybe_unused]] unsigned subclass, klock::source_location loc = klock::source_location::current())
+    void down_read_nested(unsigned subclass, klock::source_location loc = klock::source_location::current())
         KLOCK_ACQUIRE_SHARED() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
@@ -217,7 +206,7 @@ public:
 
     void up_read() KLOCK_RELEASE_SHARED() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
-        ld_release();
+        dep_.release();
         raw_up_read();
     }
 
@@ -231,8 +220,8 @@ public:
     }
 
     // down_write_nested(): the same class at another level (subclass < 8).
-    void down_write_nested([[maybe_unused]] unsigned subclass,
-        klock::source_location loc = klock::source_location::current()) KLOCK_ACQUIRE() KLOCK_NO_THREAD_SAFETY_ANALYSIS
+    void down_write_nested(unsigned subclass, klock::source_location loc = klock::source_location::current())
+        KLOCK_ACQUIRE() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         kernel::might_sleep<E>(loc.file_name(), loc.line());
         ld_acquire(subclass, 0, 0);
@@ -249,7 +238,7 @@ public:
 
     void up_write() KLOCK_RELEASE() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
-        ld_release();
+        dep_.release();
         raw_up_write();
     }
 
@@ -257,9 +246,7 @@ public:
     // lets the readers queued in front of the next writer in with it.
     void downgrade_write() KLOCK_RELEASE() KLOCK_ACQUIRE_SHARED() KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_downgrade<E>(dep_map_);
-#endif
+        dep_.downgrade();
         raw_downgrade_write();
     }
 
@@ -338,7 +325,7 @@ public:
     std::uintptr_t raw_owner() const noexcept { return owner_.load(std::memory_order_relaxed); }
 
 #if KLOCK_LOCKDEP
-    lockdep_map& dep_map() noexcept { return dep_map_; }
+    lockdep_map& dep_map() noexcept { return dep_.map(); }
 #endif
 
 private:
@@ -348,20 +335,10 @@ private:
 
     static_assert(alignof(task) > RWSEM_OWNER_FLAGS_MASK, "owner flags live in the task pointer's low bits");
 
-    // The lockdep hooks (rwsem_acquire / rwsem_acquire_read / rwsem_release); empty without
-    // KLOCK_LOCKDEP. rw_semaphore readers are non-recursive (read = 1).
-    [[gnu::always_inline]] void ld_acquire(
-        [[maybe_unused]] unsigned subclass, [[maybe_unused]] int trylock, [[maybe_unused]] int read) noexcept
+    // rwsem_acquire / rwsem_acquire_read: rw_semaphore readers are non-recursive (read = 1).
+    [[gnu::always_inline]] void ld_acquire(unsigned subclass, int trylock, int read) noexcept
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_acquire<E>(dep_map_, subclass, trylock, read);
-#endif
-    }
-    [[gnu::always_inline]] void ld_release() noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_release<E>(dep_map_);
-#endif
+        dep_.acquire(subclass, trylock, read);
     }
     // A timed attempt holds lockdep's acquire while it waits and gives it back if it fails.
     bool timed(std::uint64_t deadline, int read) KLOCK_NO_THREAD_SAFETY_ANALYSIS
@@ -369,7 +346,7 @@ private:
         ld_acquire(0, 0, read);
         if (read ? raw_down_read(deadline) : raw_down_write(deadline))
             return true;
-        ld_release();
+        dep_.release();
         return false;
     }
 
@@ -406,15 +383,11 @@ private:
             set_reader_owned(E::current());
             return true;
         }
-#if KLOCK_LOCKDEP
-        detail::lockdep_contended<E>(dep_map_);
+        dep_.contended();
         const bool ok = down_read_slowpath(c, deadline);
         if (ok)
-            detail::lockdep_acquired<E>(dep_map_);
+            dep_.acquired();
         return ok;
-#else
-        return down_read_slowpath(c, deadline);
-#endif
     }
 
     [[gnu::always_inline]] bool raw_down_read_trylock() noexcept
@@ -535,15 +508,11 @@ private:
             set_owner(E::current());
             return true;
         }
-#if KLOCK_LOCKDEP
-        detail::lockdep_contended<E>(dep_map_);
+        dep_.contended();
         const bool ok = down_write_slowpath(deadline);
         if (ok)
-            detail::lockdep_acquired<E>(dep_map_);
+            dep_.acquired();
         return ok;
-#else
-        return down_write_slowpath(deadline);
-#endif
     }
 
     [[gnu::always_inline]] bool raw_down_write_trylock() noexcept
@@ -937,9 +906,7 @@ private:
     // Reported recursions of the write owner still open; touched only by that owner.
     std::uint32_t nested_write_ = 0;
     std::uint32_t nested_read_ = 0;
-#if KLOCK_LOCKDEP
-    lockdep_map dep_map_;
-#endif
+    [[no_unique_address]] detail::lock_dep<E> dep_;
 };
 
 using rw_semaphore = basic_rw_semaphore<env::os>;

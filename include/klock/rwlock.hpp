@@ -47,24 +47,17 @@ template <env::Env E> class KLOCK_CAPABILITY("mutex") basic_rwlock {
 public:
     using env_type = E;
 
-#if KLOCK_LOCKDEP
     // rwlock_init(): the lockdep class is the construction site (a constant-initialised static
     // lock: its own address); the second form names an explicit class.
-    constexpr basic_rwlock(klock::source_location loc = klock::source_location::current()) noexcept : owner_(0)
-    {
-        detail::lockdep_init(dep_map_, "rwlock", loc);
-    }
-    basic_rwlock(lock_class_key& key, const char* name) noexcept : owner_(0), dep_map_(name, &key) { }
-#else
-    constexpr basic_rwlock() noexcept : owner_(0) { }
-#endif
+    constexpr basic_rwlock(klock::source_location loc = klock::source_location::current()) noexcept
+        : owner_(0), dep_("rwlock", loc)
+    { }
+    basic_rwlock(lock_class_key& key, const char* name) noexcept : owner_(0), dep_(key, name) { }
     basic_rwlock(const basic_rwlock&) = delete;
     basic_rwlock& operator=(const basic_rwlock&) = delete;
     ~basic_rwlock()
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_free<E>(this, sizeof *this);
-#endif
+        dep_.freed(this, sizeof *this);
         if (__builtin_expect(arch_.is_locked(), 0))
             bug("rwlock destroyed while held");
     }
@@ -122,7 +115,7 @@ public:
     [[gnu::always_inline]] void read_lock_bh() noexcept KLOCK_ACQUIRE_SHARED()
     {
         kernel::preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET + PREEMPT_OFFSET);
-        ld_bh_disabled();
+        kernel::lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
         do_raw_read_lock();
     }
     [[gnu::always_inline]] void read_unlock_bh() noexcept KLOCK_RELEASE_SHARED()
@@ -187,7 +180,7 @@ public:
     [[gnu::always_inline]] void write_lock_bh() noexcept KLOCK_ACQUIRE()
     {
         kernel::preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET + PREEMPT_OFFSET);
-        ld_bh_disabled();
+        kernel::lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
         do_raw_write_lock();
     }
     [[gnu::always_inline]] void write_unlock_bh() noexcept KLOCK_RELEASE()
@@ -217,38 +210,18 @@ public:
     const arch::qrwlock<E>& arch() const noexcept { return arch_; }
 
 #if KLOCK_LOCKDEP
-    lockdep_map& dep_map() noexcept { return dep_map_; }
+    lockdep_map& dep_map() noexcept { return dep_.map(); }
 #endif
 
 private:
     // The lockdep hooks (rwlock_acquire_read / rwlock_acquire / rwlock_release), called by the
     // do_raw_* layer so that every variant gets them; empty without KLOCK_LOCKDEP. Readers are
     // recursive only in irq context (queued rwlocks).
-    [[gnu::always_inline]] void ld_acquire_read([[maybe_unused]] int trylock) noexcept
+    [[gnu::always_inline]] void ld_acquire_read(int trylock) noexcept
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_acquire<E>(dep_map_, 0, trylock, detail::lockdep_rwlock_read_mode<E>());
-#endif
+        dep_.acquire(0, trylock, dep_.rwlock_read_mode());
     }
-    [[gnu::always_inline]] void ld_acquire_write([[maybe_unused]] int trylock) noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_acquire<E>(dep_map_, 0, trylock, lockdep::WRITE);
-#endif
-    }
-    [[gnu::always_inline]] void ld_release() noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_release<E>(dep_map_);
-#endif
-    }
-    [[gnu::always_inline]] void ld_bh_disabled() noexcept
-    {
-#if KLOCK_LOCKDEP
-        kernel::lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
-#endif
-    }
-
+    [[gnu::always_inline]] void ld_acquire_write(int trylock) noexcept { dep_.acquire(0, trylock, lockdep::WRITE); }
     [[gnu::always_inline]] bool refuse_recursion() noexcept
     {
         task* const me = E::current();
@@ -278,7 +251,7 @@ private:
 
     [[gnu::always_inline]] bool do_raw_read_unlock() noexcept
     {
-        ld_release();
+        dep_.release();
         // A tagged owner that is us: this unlock pairs with a refused read_lock().
         if (__builtin_expect(owner_.load(std::memory_order_relaxed) != 0, 0) && pairs_with_refused())
             return true;
@@ -292,7 +265,7 @@ private:
 
     [[gnu::always_inline]] bool do_raw_write_unlock() noexcept
     {
-        ld_release();
+        dep_.release();
         if (__builtin_expect(owner_.load(std::memory_order_relaxed) != owner_t::encode(E::current()), 0))
             return write_unlock_misuse();
         owner_.store(0, std::memory_order_relaxed);
@@ -318,9 +291,7 @@ private:
 
     arch::qrwlock<E> arch_;
     typename E::template atomic<std::uintptr_t> owner_;
-#if KLOCK_LOCKDEP
-    lockdep_map dep_map_;
-#endif
+    [[no_unique_address]] detail::lock_dep<E> dep_;
 };
 
 using rwlock = basic_rwlock<env::os>;

@@ -50,9 +50,7 @@
 #include <klock/preempt.hpp>
 #include <klock/thread_safety.hpp>
 
-#if KLOCK_LOCKDEP
-#include <klock/detail/lockdep_hooks.hpp>
-#endif
+#include <klock/detail/lock_dep.hpp>
 
 namespace klock {
 
@@ -143,24 +141,17 @@ public:
     using arch_type = Arch;
     using env_type = E;
 
-#if KLOCK_LOCKDEP
     // spin_lock_init(): the lockdep class is the construction site (or, for a constant-initialised
     // static lock, the lock's own address); the second form names an explicit class.
-    constexpr basic_raw_spinlock(klock::source_location loc = klock::source_location::current()) noexcept : owner_(0)
-    {
-        detail::lockdep_init(dep_map_, "spinlock", loc);
-    }
-    basic_raw_spinlock(lock_class_key& key, const char* name) noexcept : owner_(0), dep_map_(name, &key) { }
-#else
-    constexpr basic_raw_spinlock() noexcept : owner_(0) { }
-#endif
+    constexpr basic_raw_spinlock(klock::source_location loc = klock::source_location::current()) noexcept
+        : owner_(0), dep_("spinlock", loc)
+    { }
+    basic_raw_spinlock(lock_class_key& key, const char* name) noexcept : owner_(0), dep_(key, name) { }
     basic_raw_spinlock(const basic_raw_spinlock&) = delete;
     basic_raw_spinlock& operator=(const basic_raw_spinlock&) = delete;
     ~basic_raw_spinlock()
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_free<E>(this, sizeof *this);
-#endif
+        dep_.freed(this, sizeof *this);
         if (__builtin_expect(owner_.load(std::memory_order_relaxed) != 0, 0))
             bug("spinlock destroyed while held");
     }
@@ -174,7 +165,6 @@ public:
         do_raw_lock();
     }
 
-#if KLOCK_LOCKDEP
     // spin_lock_nested(): the same class at another level (subclass < 8), for locks of one class
     // that are nested in a fixed order.
     [[gnu::always_inline]] void lock_nested(unsigned subclass) noexcept KLOCK_ACQUIRE()
@@ -183,9 +173,6 @@ public:
         ld_acquire(subclass);
         do_raw_lock();
     }
-#else
-    [[gnu::always_inline]] void lock_nested(unsigned) noexcept KLOCK_ACQUIRE() { lock(); }
-#endif
 
     [[gnu::always_inline]] bool try_lock() noexcept KLOCK_TRY_ACQUIRE(true)
     {
@@ -200,7 +187,7 @@ public:
 
     [[gnu::always_inline]] void unlock() noexcept KLOCK_RELEASE()
     {
-        ld_release();
+        dep_.release();
         if (__builtin_expect(do_raw_unlock(), 1))
             kernel::preempt_enable<E>();
     }
@@ -231,7 +218,7 @@ public:
 
     [[gnu::always_inline]] void unlock_irqrestore(irq_flags flags) noexcept KLOCK_RELEASE()
     {
-        ld_release();
+        dep_.release();
         const bool released = do_raw_unlock();
         kernel::local_irq_restore<E>(flags);
         if (__builtin_expect(released, 1))
@@ -250,7 +237,7 @@ public:
 
     [[gnu::always_inline]] void unlock_irq() noexcept KLOCK_RELEASE()
     {
-        ld_release();
+        dep_.release();
         const bool released = do_raw_unlock();
         kernel::local_irq_enable<E>();
         if (__builtin_expect(released, 1))
@@ -262,7 +249,7 @@ public:
     [[gnu::always_inline]] void lock_bh() noexcept KLOCK_ACQUIRE()
     {
         kernel::preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET + PREEMPT_OFFSET);
-        ld_bh_disabled();
+        kernel::lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
         ld_acquire(0);
         do_raw_lock();
     }
@@ -270,7 +257,7 @@ public:
     [[gnu::always_inline]] bool try_lock_bh() noexcept KLOCK_TRY_ACQUIRE(true)
     {
         kernel::preempt_count_add<E>(SOFTIRQ_DISABLE_OFFSET + PREEMPT_OFFSET);
-        ld_bh_disabled();
+        kernel::lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
         if (do_raw_trylock()) {
             ld_acquire(0, 1);
             return true;
@@ -282,7 +269,7 @@ public:
 
     [[gnu::always_inline]] void unlock_bh() noexcept KLOCK_RELEASE()
     {
-        ld_release();
+        dep_.release();
         if (__builtin_expect(do_raw_unlock(), 1)) {
             kernel::preempt_count_sub<E>(PREEMPT_OFFSET);
             kernel::local_bh_enable<E>();
@@ -301,31 +288,15 @@ public:
     const Arch& arch() const noexcept { return arch_; }
 
 #if KLOCK_LOCKDEP
-    lockdep_map& dep_map() noexcept { return dep_map_; }
+    lockdep_map& dep_map() noexcept { return dep_.map(); }
 #endif
 
 private:
-    // The lockdep hooks (spin_acquire / spin_release); empty without KLOCK_LOCKDEP.
-    [[gnu::always_inline]] void ld_acquire(
-        [[maybe_unused]] unsigned subclass, [[maybe_unused]] int trylock = 0) noexcept
+    // spin_acquire(): lockdep's view of a spinlock is a writer.
+    [[gnu::always_inline]] void ld_acquire(unsigned subclass, int trylock = 0) noexcept
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_acquire<E>(dep_map_, subclass, trylock, lockdep::WRITE);
-#endif
+        dep_.acquire(subclass, trylock, lockdep::WRITE);
     }
-    [[gnu::always_inline]] void ld_release() noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_release<E>(dep_map_);
-#endif
-    }
-    [[gnu::always_inline]] void ld_bh_disabled() noexcept
-    {
-#if KLOCK_LOCKDEP
-        kernel::lockdep_trace_bh_disabled<E>(SOFTIRQ_DISABLE_OFFSET);
-#endif
-    }
-
     [[gnu::always_inline]] void do_raw_lock() noexcept KLOCK_NO_THREAD_SAFETY_ANALYSIS
     {
         if constexpr (requires(Arch & a) { a.lock_fast(); }) {
@@ -357,14 +328,10 @@ private:
             return;
         }
         detail::lockup_watch<E> w("spinlock lockup suspected", this, &owner_);
-#if KLOCK_LOCKDEP
-        detail::lockdep_contended<E>(dep_map_);
-#endif
+        dep_.contended();
         arch_.lock_slowpath(w);
         owner_.store(owner_t::encode(me), std::memory_order_relaxed);
-#if KLOCK_LOCKDEP
-        detail::lockdep_acquired<E>(dep_map_);
-#endif
+        dep_.acquired();
     }
 
     [[gnu::always_inline]] bool do_raw_trylock() noexcept KLOCK_NO_THREAD_SAFETY_ANALYSIS
@@ -407,9 +374,7 @@ private:
 
     Arch arch_;
     typename E::template atomic<std::uintptr_t> owner_;
-#if KLOCK_LOCKDEP
-    lockdep_map dep_map_;
-#endif
+    [[no_unique_address]] detail::lock_dep<E> dep_;
 };
 
 template <env::Env E> using basic_ticket_spinlock = basic_raw_spinlock<arch::ticket_spinlock<E>, E>;

@@ -115,10 +115,10 @@
 #include <klock/source_location.hpp>
 #include <klock/thread_safety.hpp>
 
+#include <klock/detail/lock_dep.hpp>
+
 #if KLOCK_LOCKDEP
 #include <string>
-
-#include <klock/detail/lockdep_hooks.hpp>
 #endif
 
 namespace klock {
@@ -159,21 +159,21 @@ template <ww_class_type C> inline constexpr ww_class_info ww_class_info_of{C::na
 
 template <env::Env E, ww_class_type Class> class basic_ww_mutex;
 
-#if KLOCK_LOCKDEP
 namespace detail {
 // lockdep's two classes per ww class, as the kernel's DEFINE_WW_CLASS gives each ww_class a
 // mutex key and an acquire key: every ww_mutex of a class is one lockdep class (named after the
 // class), and every context of a class another ("<name>_acquire"), held for the whole
 // transaction and passed as the nest_lock of each ww_mutex taken under it.
 template <class Class> inline lock_class_key ww_mutex_key;
+#if KLOCK_LOCKDEP
 template <class Class> inline lock_class_key ww_acquire_key;
 template <class Class> const char* ww_acquire_name() noexcept
 {
     static const std::string name = std::string(Class::name) + "_acquire";
     return name.c_str();
 }
-} // namespace detail
 #endif
+} // namespace detail
 
 // struct ww_acquire_ctx. Lives on its task's stack for the duration of one transaction; only that task
 // may use it. Other tasks touch it only through a lock's wait_lock section (wounded_, wake_).
@@ -339,7 +339,6 @@ public:
 
     static_assert(alignof(task) > WW_FLAG_WAITERS, "the owner word keeps WAITERS in the task pointer's low bit");
 
-#if KLOCK_LOCKDEP
     // ww_mutex_init(): lockdep's class is the ww class's (detail::ww_mutex_key<Class>).
     constexpr basic_ww_mutex() noexcept
         : owner_(0),
@@ -347,19 +346,14 @@ public:
           wait_lock_(),
           head_(nullptr),
           tail_(nullptr),
-          dep_map_(Class::name, &detail::ww_mutex_key<Class>)
+          dep_(detail::ww_mutex_key<Class>, Class::name)
     { }
-#else
-    constexpr basic_ww_mutex() noexcept : owner_(0), ctx_(nullptr), wait_lock_(), head_(nullptr), tail_(nullptr) { }
-#endif
     basic_ww_mutex(const basic_ww_mutex&) = delete;
     basic_ww_mutex& operator=(const basic_ww_mutex&) = delete;
 
     ~basic_ww_mutex()
     {
-#if KLOCK_LOCKDEP
-        detail::lockdep_free<E>(this, sizeof *this);
-#endif
+        dep_.freed(this, sizeof *this);
         const std::uintptr_t o = owner_.load(std::memory_order_relaxed);
         if (__builtin_expect(o != 0, 0))
             detail::lock_bug<E>("ww_mutex destroyed while locked", this, owner_task(o), -1,
@@ -376,7 +370,7 @@ public:
         ld_acquire(ctx, 0);
         const int r = raw_lock(ctx, call::lock, loc);
         if (r != 0)
-            ld_release(); // -EDEADLK, -EALREADY, -EINVAL: not acquired (again)
+            dep_.release(); // -EDEADLK, -EALREADY, -EINVAL: not acquired (again)
         return r;
     }
 
@@ -388,7 +382,7 @@ public:
         kernel::might_sleep<E>(loc.file_name(), loc.line());
         ld_acquire(ctx, 0);
         if (raw_lock(ctx, call::lock_slow, loc) != 0)
-            ld_release();
+            dep_.release();
     }
 
     // Lockable: lock without a context (mutex_lock() on the ww_mutex).
@@ -397,7 +391,7 @@ public:
         kernel::might_sleep<E>(loc.file_name(), loc.line());
         ld_acquire(nullptr, 0);
         if (raw_lock(nullptr, call::lock, loc) != 0)
-            ld_release();
+            dep_.release();
     }
 
     // ww_mutex_trylock(lock, NULL): never sleeps.
@@ -433,12 +427,12 @@ public:
     // ww_mutex_unlock(): also for locks taken without a context.
     [[gnu::always_inline]] void unlock() noexcept KLOCK_RELEASE()
     {
-        ld_release();
+        dep_.release();
         raw_unlock();
     }
 
 #if KLOCK_LOCKDEP
-    lockdep_map& dep_map() noexcept { return dep_map_; }
+    lockdep_map& dep_map() noexcept { return dep_.map(); }
 #endif
 
     // ww_mutex_is_locked().
@@ -555,21 +549,14 @@ private:
         detail::lock_bug<E>("ww_mutex recursion", this, cur, E::current_cpu(), extra);
     }
 
-    // The lockdep hooks (mutex_acquire_nest with the context's map / mutex_release); empty without
-    // KLOCK_LOCKDEP.
-    [[gnu::always_inline]] void ld_acquire([[maybe_unused]] ctx_type* c, [[maybe_unused]] int trylock) noexcept
+    // mutex_acquire_nest(): the context's map is the nest lock (a context exists for lockdep
+    // only with KLOCK_LOCKDEP).
+    [[gnu::always_inline]] void ld_acquire([[maybe_unused]] ctx_type* c, int trylock) noexcept
     {
 #if KLOCK_LOCKDEP
-        if constexpr (detail::lockdep_tracks<E>)
-            if (__builtin_expect(lockdep::enabled(), 0))
-                lockdep::lock_acquire(
-                    dep_map_, 0, trylock, lockdep::WRITE, 1, c != nullptr ? c->ld_nest(E::current()) : nullptr);
-#endif
-    }
-    [[gnu::always_inline]] void ld_release() noexcept
-    {
-#if KLOCK_LOCKDEP
-        detail::lockdep_release<E>(dep_map_);
+        dep_.acquire(0, trylock, lockdep::WRITE, c != nullptr ? c->ld_nest(E::current()) : nullptr);
+#else
+        dep_.acquire(0, trylock, lockdep::WRITE);
 #endif
     }
 
@@ -770,9 +757,7 @@ private:
             q.wake_up();
             return r;
         }
-#if KLOCK_LOCKDEP
-        detail::lockdep_contended<E>(dep_map_);
-#endif
+        dep_.contended();
 
         int ret = 0;
         for (;;) {
@@ -792,10 +777,8 @@ private:
             set_context(c); // as the head, every context behind us is younger: nothing to check
         wait_lock_.unlock();
         q.wake_up();
-#if KLOCK_LOCKDEP
         if (ret == 0)
-            detail::lockdep_acquired<E>(dep_map_);
-#endif
+            dep_.acquired();
         return ret;
     }
 
@@ -852,9 +835,7 @@ private:
     arch::qspinlock<E> wait_lock_;
     waiter* head_; // wait list: contexts by stamp, plain waiters FIFO; guarded by wait_lock_
     waiter* tail_;
-#if KLOCK_LOCKDEP
-    lockdep_map dep_map_;
-#endif
+    [[no_unique_address]] detail::lock_dep<E> dep_;
 };
 
 using ww_acquire_ctx = basic_ww_acquire_ctx<env::os>;
