@@ -9,11 +9,12 @@
 // lockdep_hooks.hpp while lockdep is switched off at run time.
 //
 // Both constructors exist in both builds, so a program that names a class explicitly compiles
-// either way: `lock(loc)` keys the class by the construction site (a constant-initialised static
-// lock: by its own address), `lock(key, name)` by an explicit lock_class_key.
+// either way: `lock(loc)` keys the class by the construction site (a static lock: by its own
+// address), `lock(key, name)` by an explicit lock_class_key.
 #pragma once
 
 #include <cstddef>
+#include <type_traits>
 
 #include <klock/lockdep.hpp>
 #include <klock/source_location.hpp>
@@ -24,11 +25,23 @@
 
 namespace klock::detail {
 
+// True for an address inside a loaded object's image (a variable with static storage).
+bool is_static_object(const void* p) noexcept;
+
 #if KLOCK_LOCKDEP
 
 template <class E> class lock_dep {
 public:
-    constexpr lock_dep(const char* type, const source_location& loc) noexcept { lockdep_init(map_, type, loc); }
+    constexpr lock_dep(const char* type, const source_location& loc) noexcept
+    {
+        lockdep_init(map_, type, loc);
+        // A static lock that the compiler chose to construct at run time (GCC does so for a
+        // namespace-scope object that is not declared constinit) is still one object for the
+        // program's whole life: key it by its own address, as the kernel keys static locks, so
+        // that `static mutex a, b;` are two classes, not one class of their shared line.
+        if (!std::is_constant_evaluated() && is_static_object(this))
+            map_.key = nullptr;
+    }
     constexpr lock_dep(lock_class_key& key, const char* name) noexcept : map_(name, &key) { }
 
     [[gnu::always_inline]] void acquire(unsigned subclass, int trylock, int read, lockdep_map* nest = nullptr) noexcept
