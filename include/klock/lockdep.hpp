@@ -102,6 +102,11 @@ struct lockdep_map {
     // (generation << 32) | (class index + 1); 0 = not cached. Written by any task that resolves
     // the class, read by all.
     std::atomic<std::uint64_t> class_cache[lockdep::NR_LOCKDEP_CACHING_CLASSES] = {};
+    // lock_stat's view of the instance (the kernel's lockdep_map::cpu and ::ip in one word):
+    // bits 0..47 the ip where it was last acquired (the contending point a waiter records),
+    // bits 48..62 that acquisition's CPU + 1 (0: none yet; a change is a bounce). Written only
+    // while lock_stat is on.
+    std::atomic<std::uint64_t> stat_word{0};
 
     constexpr lockdep_map() noexcept = default;
     constexpr lockdep_map(const char* n, const lock_class_key* k) noexcept : key(k), name(n) { }
@@ -115,6 +120,7 @@ struct lockdep_map {
         key = k;
         for (auto& c : class_cache)
             c.store(0, std::memory_order_relaxed);
+        stat_word.store(0, std::memory_order_relaxed);
     }
 };
 
@@ -126,8 +132,8 @@ struct held_lock {
     std::uintptr_t acquire_ip = 0;
     lockdep_map* instance = nullptr;
     lockdep_map* nest_lock = nullptr;
-    std::uint64_t waittime_stamp = 0; // for lock_stat
-    std::uint64_t holdtime_stamp = 0; // for lock_stat
+    std::uint64_t waittime_stamp = 0; // lock_stat clock at lock_contended(); 0: did not wait
+    std::uint64_t holdtime_stamp = 0; // lock_stat clock when the hold began; 0: not timed
     std::uint16_t class_idx = 0;
     std::uint16_t references = 0; // >0: several same-class locks merged under a nest_lock
     std::uint8_t irq_context = 0; // bit 0 softirq, bit 1 hardirq
@@ -135,13 +141,21 @@ struct held_lock {
     bool trylock = false;
     bool check = false;
     bool hardirqs_off = false;
+    std::uint8_t stat_flags = 0; // lock_stat: this acquisition changed CPU (a bounce to count)
     // A one-entry memo of the last validated chain pushed at this depth (not part of the held
     // lock; pushes leave it alone): chain key memo_key = mix(memo_base, memo_id) is in the chain
     // cache. A loop that takes the same locks again skips the hash and the probe.
     std::uint16_t memo_id = 0; // invalidated (0xffff: no id has bit 15 set) when a task starts
     std::uint64_t memo_base = 0;
     std::uint64_t memo_key = 0;
+    // lock_stat: the lock's stat_word before this acquisition overwrote it - the holder that a
+    // wait starting now waits for.
+    std::uint64_t stat_prev = 0;
 };
+
+namespace detail {
+struct stat_table; // a task's lock_stat counters (src/lockdep/lock_stat.cpp)
+} // namespace detail
 
 // Per-task counters that the hit paths bump (summed by lockdep_stats). Relaxed load+store by the
 // owner only: no locked instruction, and readers on other threads see a recent value.
@@ -185,23 +199,35 @@ struct task_state {
     task_counters counters;
     task_state* reg_prev = nullptr; // registry of live tasks (statistics, reset)
     task_state* reg_next = nullptr;
+    detail::stat_table* stat = nullptr; // lock_stat counters, allocated on the task's first event
 
     held_lock held_locks[MAX_LOCK_DEPTH];
 };
 
 namespace detail {
-// bit 0: validating (switched on and debug_locks); bit 1: count per-class OPS; bits 8..31: the
-// generation (bumped by reset() and by switching back on).
+// bit 0: validating (switched on and debug_locks); bit 1: count per-class OPS; bit 2: lock_stat
+// collecting (switched on and debug_locks); bits 8..31: the generation (bumped by reset(), by
+// switching validation back on, and by switching lock_stat on while nothing was tracking).
 inline constexpr std::uint32_t STATE_ON = 1u;
 inline constexpr std::uint32_t STATE_OPS = 2u;
+inline constexpr std::uint32_t STATE_STAT = 4u;
+inline constexpr std::uint32_t STATE_TRACK = STATE_ON | STATE_STAT;
 inline constexpr std::uint32_t STATE_GEN_SHIFT = 8;
 extern std::atomic<std::uint32_t> g_state;
 } // namespace detail
 
-// One relaxed load and a test: the branch a lock's hooks take when lockdep is off.
+// Validation on? One relaxed load and a test.
 [[gnu::always_inline]] inline bool enabled() noexcept
 {
     return (detail::g_state.load(std::memory_order_relaxed) & detail::STATE_ON) != 0;
+}
+
+// Validation or lock_stat on: the branch a lock's hooks take (one relaxed load and a test, and
+// the only cost of the hooks while both are off). With lock_stat alone the engine keeps the
+// held-lock stack (hold times, contending points) but validates nothing.
+[[gnu::always_inline]] inline bool active() noexcept
+{
+    return (detail::g_state.load(std::memory_order_relaxed) & detail::STATE_TRACK) != 0;
 }
 
 // ---- entry points, explicit task (any environment) ----
@@ -213,7 +239,10 @@ void lock_acquire(task_state& ts, const thread_info& ti, lockdep_map& lock, unsi
 void lock_release(task_state& ts, const thread_info& ti, lockdep_map& lock, std::uintptr_t ip = 0) noexcept;
 // downgrade_write(): the held writer becomes a (non-recursive) reader.
 void lock_downgrade(task_state& ts, const thread_info& ti, lockdep_map& lock, std::uintptr_t ip = 0) noexcept;
-// lock_stat hooks: recorded in the held lock only (lock_stat proper comes later).
+// lock_stat hooks, between lock_acquire() and the lock's success: lock_contended() when the task
+// is about to wait for the lock, lock_acquired() when a wait ends with the lock. No-ops unless
+// lock_stat is on. Here `ip` 0 means the ip recorded by lock_acquire() (the kernel passes the
+// same _RET_IP_ to all three), which is where the waiter called the lock function.
 void lock_contended(task_state& ts, const thread_info& ti, lockdep_map& lock, std::uintptr_t ip = 0) noexcept;
 void lock_acquired(task_state& ts, const thread_info& ti, lockdep_map& lock, std::uintptr_t ip = 0) noexcept;
 // lock_is_held_type(): read = -1 any, 0 held for write, 1 held for read. Unknown (lockdep off): true.
@@ -276,11 +305,14 @@ const site_class& site_key(const char* type, const char* file, unsigned line) no
 
 // ---- control ----
 
-// Forget every class, dependency, chain, usage bit and statistic; clear the calling task's held
-// locks; restore the default limits; switch validation back on (debug_locks = 1). Other tasks
+// Forget every class, dependency, chain, usage bit and statistic (lock_stat's too: its counters
+// are cleared, its on/off switch is kept); clear the calling task's held locks; restore the
+// default limits; switch validation back on (debug_locks = 1). Other tasks
 // drop their held-lock stacks at their next call and then ignore releases they cannot match.
 void reset() noexcept;
-// Switch validation on or off at run time (off: the hooks return after one branch).
+// Switch validation on or off at run time. Off, the hooks return after one branch unless
+// lock_stat is on (lock_stat-only mode: held locks are tracked for the statistics, nothing is
+// validated or reported).
 void set_enabled(bool on) noexcept;
 // The kernel's debug_locks: false once a report (in one-shot mode) or an exhausted limit
 // switched lockdep off. reset() sets it again.
@@ -324,6 +356,41 @@ void set_limit(limit which, unsigned value) noexcept;
 } // namespace test
 
 } // namespace lockdep
+
+// ---- lock_stat (CONFIG_LOCK_STAT; kernel/locking/lockdep.c, lockdep_proc.c) ----
+//
+// Per lock class: how often and how long tasks waited for it (contentions, wait time
+// min/max/total/avg), how often and how long it was held (acquisitions, hold time), how often it
+// moved between CPUs (bounces), and where the waits came from: up to 4 contention points (the
+// call sites that waited) and 4 contending points (where the holder they waited for had taken
+// it). Readers and writers of rw locks are counted apart (the -R and -W rows). It rides on
+// lockdep's hooks, so it needs KLOCK_LOCKDEP=ON to see klock's locks, but not validation: with
+// lockdep::set_enabled(false) it runs alone (lock_stat-only mode, for cheap profiling).
+//
+// Counters are per task (no shared cache line on the hot path), folded into a total when a task
+// ends and summed when the table is read. Environment: KLOCK_LOCK_STAT=1 switches it on at
+// start-up; KLOCK_LOCK_STAT_DUMP=path writes proc() to `path` at exit.
+namespace lock_stat {
+
+// Start/stop collecting (the kernel's /proc/sys/kernel/lock_stat). Locks held across the switch
+// are not timed. Like all of lockdep, it stops when debug_locks goes off.
+void set_enabled(bool on) noexcept;
+// Collecting now (switched on, and debug_locks still set).
+bool enabled() noexcept;
+// Zero every counter and forget the contention points (the kernel's `echo 0 > /proc/lock_stat`).
+void clear() noexcept;
+// The /proc/lock_stat text ("lock_stat version 0.4" layout): one row per class that was held,
+// most contended first; times in microseconds with two decimals.
+std::string proc();
+void proc(std::FILE* out);
+
+namespace test {
+// Replace lock_stat's clock (nanoseconds) by `now_ns`, or restore the real one with nullptr.
+// Only between tests: stamps taken with one clock are compared with the other's.
+void set_clock(std::uint64_t (*now_ns)() noexcept) noexcept;
+} // namespace test
+
+} // namespace lock_stat
 
 // ---- kernel names (os world) ----
 

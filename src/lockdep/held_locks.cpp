@@ -15,14 +15,18 @@
 // saved chain key; releasing a lock below the top rebuilds the stack above it (the kernel's
 // reacquire_held_locks), which revalidates the new, shorter chains.
 //
+// lock_stat rides on the same stack. With lock_stat on, each push stamps the hold (and, when the
+// lock looks free, accounts the acquisition: bounce, the lock's last ip and CPU); each pop adds
+// the hold time; lock_contended()/lock_acquired() time the wait and record where it happened
+// (lock_stat.cpp has the details). With lock_stat on and validation off (lock_stat-only mode)
+// a push records only what the statistics need: no usage bits, chain key, chain cache or report.
+//
 // While a task is inside lockdep its `recursion` flag is set, so an interrupt (a signal handler
 // in the os world) that takes locks on the same task is ignored by lockdep rather than corrupting
 // the stack; its releases are ignored the same way, so they stay balanced.
 #include "internal.hpp"
 
 #include <klock/env/os.hpp>
-
-#include <ctime>
 
 namespace klock::lockdep {
 
@@ -96,16 +100,35 @@ bool is_held(const task_state& ts, const lockdep_map& lock, int read, std::uint3
         report_max_depth_locked(ts, ti);
 }
 
-// Returns 0: not pushed (lockdep off), 1: pushed, 2: merged into the top entry (nest_lock).
-[[gnu::always_inline]] inline int do_acquire(
-    task_state& ts, const thread_info& ti, const acquire_args& a, std::uint32_t s)
+// lock_stat's part of a push.
+[[gnu::always_inline]] inline void push_stat(
+    held_lock& h, const acquire_args& a, std::uint32_t s, const held_lock* again)
+{
+    if (__builtin_expect((s & STATE_STAT) == 0, 1))
+        return;
+    if (again != nullptr) {
+        h.waittime_stamp = again->waittime_stamp;
+        h.holdtime_stamp = again->holdtime_stamp;
+        h.stat_flags = again->stat_flags;
+        h.stat_prev = again->stat_prev;
+        return;
+    }
+    stat_acquire(h, *a.lock);
+}
+
+// The part of a push both modes share: the merge into the top entry under a nest lock, and
+// filling the new entry (not yet counted in ts.depth). Returns the entry, or nullptr with
+// *result = 0 (no room) or 2 (merged into the top entry).
+[[gnu::always_inline]] inline held_lock* prepare_push(
+    task_state& ts, const acquire_args& a, std::uint32_t s, int* result)
 {
     const auto idx = static_cast<std::uint16_t>(class_index(a.cls));
     if (__builtin_expect((s & STATE_OPS) != 0, 0))
         bump(g_class_ops[idx]);
     const unsigned depth = ts.depth;
+    *result = 0;
     if (__builtin_expect(depth >= MAX_LOCK_DEPTH, 0))
-        return 0;
+        return nullptr;
     if (a.nest != nullptr && depth != 0) {
         // Same class as the lock on top, under a nest lock: count it there instead of pushing
         // (the kernel's references, e.g. many locks of one class taken under one mutex).
@@ -113,9 +136,10 @@ bool is_held(const task_state& ts, const lockdep_map& lock, int read, std::uint3
         if (top.class_idx == idx) {
             const unsigned refs = (a.references != 0 ? a.references : 1u) + (top.references != 0 ? top.references : 1u);
             if (refs > 0xffffu)
-                return 0;
+                return nullptr;
             top.references = static_cast<std::uint16_t>(refs);
-            return 2;
+            *result = 2;
+            return nullptr;
         }
     }
     held_lock& h = ts.held_locks[depth];
@@ -131,6 +155,37 @@ bool is_held(const task_state& ts, const lockdep_map& lock, int read, std::uint3
     h.references = a.references;
     h.waittime_stamp = 0;
     h.holdtime_stamp = 0;
+    h.stat_flags = 0;
+    h.stat_prev = 0;
+    return &h;
+}
+
+// lock_stat-only mode: push what the statistics need, validate nothing.
+[[gnu::always_inline]] inline int do_acquire_untracked(
+    task_state& ts, const acquire_args& a, std::uint32_t s, const held_lock* again)
+{
+    int result;
+    held_lock* hp = prepare_push(ts, a, s, &result);
+    if (hp == nullptr)
+        return result;
+    hp->prev_chain_key = ts.curr_chain_key; // the chain key is not maintained without validation
+    ts.depth = ts.depth + 1;
+    push_stat(*hp, a, s, again);
+    return 1;
+}
+
+// Returns 0: not pushed (lockdep off), 1: pushed, 2: merged into the top entry (nest_lock).
+// `again`: the entry being pushed again after a release below it (reacquire), whose lock_stat
+// stamps carry over.
+[[gnu::always_inline]] inline int do_acquire(
+    task_state& ts, const thread_info& ti, const acquire_args& a, std::uint32_t s, const held_lock* again)
+{
+    int result;
+    held_lock* hp = prepare_push(ts, a, s, &result);
+    if (hp == nullptr)
+        return result;
+    held_lock& h = *hp;
+    const unsigned depth = ts.depth;
 
     const std::uint32_t need = needed_usage(h, ti);
     if (__builtin_expect((a.cls->usage_mask.load(std::memory_order_relaxed) & need) != need, 0)) {
@@ -175,6 +230,7 @@ bool is_held(const task_state& ts, const lockdep_map& lock, int read, std::uint3
 
     ts.curr_chain_key = chain_key;
     ts.depth = depth + 1;
+    push_stat(h, a, s, again);
     if (__builtin_expect(depth + 1 >= g_depth_limit.load(std::memory_order_relaxed), 0)) {
         slow_max_depth(ts, ti);
         return 0;
@@ -182,6 +238,14 @@ bool is_held(const task_state& ts, const lockdep_map& lock, int read, std::uint3
     if (__builtin_expect(depth + 1 > g_max_lock_depth.load(std::memory_order_relaxed), 0))
         g_max_lock_depth.store(depth + 1, std::memory_order_relaxed);
     return 1;
+}
+
+[[gnu::always_inline]] inline int acquire_any(
+    task_state& ts, const thread_info& ti, const acquire_args& a, std::uint32_t s, const held_lock* again)
+{
+    if (__builtin_expect((s & STATE_ON) != 0, 1))
+        return do_acquire(ts, ti, a, s, again);
+    return do_acquire_untracked(ts, a, s, again);
 }
 
 bool match_held_lock(const held_lock& h, const lockdep_map& lock, std::uint32_t gen)
@@ -233,7 +297,7 @@ bool reacquire(task_state& ts, const thread_info& ti, unsigned old_depth, unsign
         const held_lock h = ts.held_locks[i];
         const acquire_args a{h.instance, class_at(h.class_idx), h.trylock, h.read, h.check, h.hardirqs_off,
             h.irq_context, h.nest_lock, h.acquire_ip, h.references};
-        if (do_acquire(ts, ti, a, s) == 0)
+        if (acquire_any(ts, ti, a, s, &h) == 0)
             return false;
     }
     return true;
@@ -257,10 +321,13 @@ bool reacquire(task_state& ts, const thread_info& ti, unsigned old_depth, unsign
     const unsigned depth = ts.depth;
     const int i = find_held_lock(ts, lock, state_gen(s));
     if (i < 0) {
-        unlock_imbalance(ts, ti, lock, ip);
+        if (s & STATE_ON)
+            unlock_imbalance(ts, ti, lock, ip);
         return;
     }
     held_lock& h = ts.held_locks[i];
+    if ((s & STATE_STAT) != 0 && h.instance == &lock)
+        stat_release(ts, h);
     if (h.references != 0) {
         if (--h.references != 0)
             return; // other same-class locks merged here are still held
@@ -294,7 +361,7 @@ struct entry_guard {
     unsigned subclass, int trylock, int read, int check, lockdep_map* nest, std::uintptr_t ip, std::uintptr_t ra)
 {
     const std::uint32_t s = g_state.load(std::memory_order_relaxed);
-    if (__builtin_expect(!(s & STATE_ON) || ts.recursion != 0, 0))
+    if (__builtin_expect(!(s & STATE_TRACK) || ts.recursion != 0, 0))
         return;
     entry_guard eg(ts, ra, s);
     lock_class* c = cached_class(lock, subclass, state_gen(s));
@@ -305,14 +372,14 @@ struct entry_guard {
     }
     const acquire_args a{&lock, c, trylock != 0, static_cast<std::uint8_t>(read & 3), check != 0, ti.irqs_disabled,
         task_irq_context(ti), nest, ip != 0 ? ip : ra, 0};
-    do_acquire(ts, ti, a, s);
+    acquire_any(ts, ti, a, s, nullptr);
 }
 
 [[gnu::always_inline]] inline void release_entry(
     task_state& ts, const thread_info& ti, lockdep_map& lock, std::uintptr_t ip, std::uintptr_t ra)
 {
     const std::uint32_t s = g_state.load(std::memory_order_relaxed);
-    if (__builtin_expect(!(s & STATE_ON) || ts.recursion != 0, 0))
+    if (__builtin_expect(!(s & STATE_TRACK) || ts.recursion != 0, 0))
         return;
     entry_guard eg(ts, ra, s);
     const unsigned depth = ts.depth;
@@ -321,19 +388,15 @@ struct entry_guard {
         if (__builtin_expect(top.instance == &lock && top.references == 0, 1)) {
             ts.depth = depth - 1;
             ts.curr_chain_key = top.prev_chain_key;
+            if (s & STATE_STAT)
+                stat_release(ts, top);
             return;
         }
         slow_release(ts, ti, lock, ip != 0 ? ip : ra, s);
         return;
     }
-    unlock_imbalance(ts, ti, lock, ip != 0 ? ip : ra);
-}
-
-std::uint64_t now_ns()
-{
-    timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return std::uint64_t(t.tv_sec) * 1000000000u + std::uint64_t(t.tv_nsec);
+    if (s & STATE_ON)
+        unlock_imbalance(ts, ti, lock, ip != 0 ? ip : ra);
 }
 
 } // namespace
@@ -355,14 +418,15 @@ void lock_release(task_state& ts, const thread_info& ti, lockdep_map& lock, std:
 void lock_downgrade(task_state& ts, const thread_info& ti, lockdep_map& lock, std::uintptr_t ip) noexcept
 {
     const std::uint32_t s = g_state.load(std::memory_order_relaxed);
-    if (!(s & STATE_ON) || ts.recursion != 0)
+    if (!(s & STATE_TRACK) || ts.recursion != 0)
         return;
     const auto ra = reinterpret_cast<std::uintptr_t>(__builtin_return_address(0));
     entry_guard eg(ts, ra, s);
     const unsigned depth = ts.depth;
     const int i = find_held_lock(ts, lock, state_gen(s));
     if (i < 0) {
-        unlock_imbalance(ts, ti, lock, ip != 0 ? ip : ra);
+        if (s & STATE_ON)
+            unlock_imbalance(ts, ti, lock, ip != 0 ? ip : ra);
         return;
     }
     held_lock& h = ts.held_locks[i];
@@ -370,27 +434,33 @@ void lock_downgrade(task_state& ts, const thread_info& ti, lockdep_map& lock, st
     ts.curr_chain_key = h.prev_chain_key;
     h.read = READ;
     h.acquire_ip = ip != 0 ? ip : ra;
+    // The kernel restarts the hold here (its reacquire stamps it anew): the rest counts as a read
+    // hold, the write part is not counted.
+    if ((s & STATE_STAT) != 0 && h.holdtime_stamp != 0)
+        h.holdtime_stamp = stat_clock();
     reacquire(ts, ti, depth, static_cast<unsigned>(i), s);
 }
 
-void lock_contended(task_state& ts, const thread_info&, lockdep_map& lock, std::uintptr_t) noexcept
+void lock_contended(task_state& ts, const thread_info&, lockdep_map& lock, std::uintptr_t ip) noexcept
 {
     const std::uint32_t s = g_state.load(std::memory_order_relaxed);
-    if (!(s & STATE_ON) || ts.recursion != 0 || ts.gen != state_gen(s))
+    if (__builtin_expect(!(s & STATE_STAT) || ts.recursion != 0 || ts.gen != state_gen(s), 1))
         return;
+    entry_guard eg(ts, reinterpret_cast<std::uintptr_t>(__builtin_return_address(0)), s);
     const int i = find_held_lock(ts, lock, state_gen(s));
     if (i >= 0 && ts.held_locks[i].instance == &lock)
-        ts.held_locks[i].waittime_stamp = now_ns();
+        stat_contended(ts, ts.held_locks[i], lock, ip);
 }
 
-void lock_acquired(task_state& ts, const thread_info&, lockdep_map& lock, std::uintptr_t) noexcept
+void lock_acquired(task_state& ts, const thread_info&, lockdep_map& lock, std::uintptr_t ip) noexcept
 {
     const std::uint32_t s = g_state.load(std::memory_order_relaxed);
-    if (!(s & STATE_ON) || ts.recursion != 0 || ts.gen != state_gen(s))
+    if (__builtin_expect(!(s & STATE_STAT) || ts.recursion != 0 || ts.gen != state_gen(s), 1))
         return;
+    entry_guard eg(ts, reinterpret_cast<std::uintptr_t>(__builtin_return_address(0)), s);
     const int i = find_held_lock(ts, lock, state_gen(s));
-    if (i >= 0 && ts.held_locks[i].instance == &lock && ts.held_locks[i].waittime_stamp != 0)
-        ts.held_locks[i].holdtime_stamp = now_ns();
+    if (i >= 0 && ts.held_locks[i].instance == &lock)
+        stat_acquired(ts, ts.held_locks[i], lock, ip);
 }
 
 bool lock_is_held(const task_state& ts, const lockdep_map& lock, int read) noexcept

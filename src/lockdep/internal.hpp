@@ -138,6 +138,7 @@ struct graph_state {
     bool debug_locks = true;
     bool one_shot = false;
     bool count_ops = false;
+    bool stat_on = false; // lock_stat::set_enabled()
     std::uint32_t generation = 1;
     std::vector<std::string> pending_text; // reports built under the lock, emitted after it
     std::vector<std::string> pending_json;
@@ -183,6 +184,10 @@ void task_sync(task_state& ts, std::uint32_t gen) noexcept;
 void task_unregister(task_state& ts) noexcept;
 // Sum the task counters of all live and exited tasks.
 void sum_task_counters(task_counters& out) noexcept;
+// The registry of live task states: its lock (task_unregister() takes it too, so no state goes
+// away while it is held) and its first entry (then reg_next).
+std::mutex& registry_mutex() noexcept;
+task_state* registry_first() noexcept;
 
 // ---- classes (classes.cpp) ----
 // The class of (lock, subclass) if it is known in generation `gen`, without locking.
@@ -382,6 +387,166 @@ void json_emit(const std::string& json) noexcept;
 
 // ---- dumps (proc.cpp) ----
 void register_dump_at_exit() noexcept;
+
+// ---- lock_stat (lock_stat.cpp) ----
+// The hot parts are inline here so that held_locks.cpp's acquire and release paths carry them
+// without a call; the tables, clear(), the fold at task exit and the output live in lock_stat.cpp.
+
+inline constexpr unsigned LOCKSTAT_POINTS = 4;
+enum bounce_type : unsigned {
+    bounce_acquired_write,
+    bounce_acquired_read,
+    bounce_contended_write,
+    bounce_contended_read,
+    nr_bounce_types,
+};
+
+// Plain integers, read and written through __atomic builtins (relaxed): one writer (the task)
+// and readers that sum them; the memory comes zeroed from mmap.
+struct lock_time_stat {
+    std::uint64_t min, max, total, nr; // clock ticks (see stat_clock)
+};
+struct class_stats {
+    lock_time_stat read_waittime, write_waittime, read_holdtime, write_holdtime;
+    std::uint64_t bounces[nr_bounce_types];
+    std::uint64_t contention_point[LOCKSTAT_POINTS]; // counts; the ips are per class (stat_points)
+    std::uint64_t contending_point[LOCKSTAT_POINTS];
+};
+inline constexpr unsigned STAT_CHUNK_CLASSES = 64;
+inline constexpr unsigned STAT_CHUNKS = (MAX_LOCKDEP_KEYS + STAT_CHUNK_CLASSES - 1) / STAT_CHUNK_CLASSES;
+struct stat_chunk {
+    class_stats cls[STAT_CHUNK_CLASSES];
+};
+// A task's counters: chunks of 64 classes, mapped when the task first counts one of them.
+struct stat_table {
+    std::uint32_t epoch;            // the lock_stat epoch the counts belong to
+    stat_chunk* chunk[STAT_CHUNKS]; // written by the owner (release), read by summers (acquire)
+};
+// Where each class was waited for / held by the task waited for; the kernel's
+// lock_class::contention_point / contending_point, filled first come first served.
+struct stat_points {
+    std::atomic<std::uintptr_t> contention[LOCKSTAT_POINTS];
+    std::atomic<std::uintptr_t> contending[LOCKSTAT_POINTS];
+};
+extern stat_points g_stat_points[MAX_LOCKDEP_KEYS];
+// Bumped by clear() and reset(): a task table of an older epoch counts as zero, and its task
+// zeroes it before counting again (nobody else writes a task's table).
+extern std::atomic<std::uint32_t> g_stat_epoch;
+
+// The clock: the TSC where the kernel itself uses it as clocksource (constant rate, synchronised
+// across CPUs; ~3x cheaper than clock_gettime here), converted to ns when printed; otherwise
+// CLOCK_MONOTONIC in ns. A test may install its own.
+enum : std::uint32_t { STAT_CLOCK_MONO = 0, STAT_CLOCK_TSC = 1, STAT_CLOCK_TEST = 2 };
+extern std::atomic<std::uint32_t> g_stat_clock_mode;
+std::uint64_t stat_clock_slow() noexcept;
+[[gnu::always_inline]] inline std::uint64_t stat_clock() noexcept
+{
+#if defined(__x86_64__)
+    if (__builtin_expect(g_stat_clock_mode.load(std::memory_order_relaxed) == STAT_CLOCK_TSC, 1))
+        return __builtin_ia32_rdtsc();
+#endif
+    return stat_clock_slow();
+}
+int stat_cpu() noexcept; // sched_getcpu(), 0 when unknown
+
+// stat_word layout (lockdep_map)
+inline constexpr unsigned STAT_CPU_SHIFT = 48;
+inline constexpr std::uint64_t STAT_IP_MASK = (1ull << STAT_CPU_SHIFT) - 1;
+inline constexpr std::uint64_t stat_word_make(unsigned cpu1, std::uintptr_t ip) noexcept
+{
+    return (std::uint64_t(cpu1 & 0x7fffu) << STAT_CPU_SHIFT) | (std::uint64_t(ip) & STAT_IP_MASK);
+}
+inline constexpr unsigned stat_word_cpu(std::uint64_t w) noexcept
+{
+    return static_cast<unsigned>(w >> STAT_CPU_SHIFT) & 0x7fffu;
+}
+inline constexpr std::uintptr_t stat_word_ip(std::uint64_t w) noexcept
+{
+    return static_cast<std::uintptr_t>(w & STAT_IP_MASK);
+}
+
+// held_lock::stat_flags
+inline constexpr std::uint8_t HSTAT_BOUNCE = 1; // the acquisition moved the lock: count at release
+
+[[gnu::always_inline]] inline std::uint64_t stat_load(const std::uint64_t& v) noexcept
+{
+    return __atomic_load_n(&v, __ATOMIC_RELAXED);
+}
+[[gnu::always_inline]] inline void stat_store(std::uint64_t& v, std::uint64_t x) noexcept
+{
+    __atomic_store_n(&v, x, __ATOMIC_RELAXED);
+}
+[[gnu::always_inline]] inline void stat_inc(std::uint64_t& v) noexcept { stat_store(v, stat_load(v) + 1); }
+// lock_time_inc(): single writer, so load + store (no locked instruction).
+[[gnu::always_inline]] inline void stat_time_inc(lock_time_stat& t, std::uint64_t d) noexcept
+{
+    const std::uint64_t n = stat_load(t.nr);
+    if (d > stat_load(t.max))
+        stat_store(t.max, d);
+    if (n == 0 || d < stat_load(t.min))
+        stat_store(t.min, d);
+    stat_store(t.total, stat_load(t.total) + d);
+    stat_store(t.nr, n + 1);
+}
+// Clock differences: a (virtual) TSC that steps back between CPUs counts as 0, never as 2^64.
+[[gnu::always_inline]] inline std::uint64_t stat_delta(std::uint64_t from, std::uint64_t to) noexcept
+{
+    return to > from ? to - from : 0;
+}
+
+class_stats* task_class_stats_slow(task_state& ts, unsigned idx) noexcept;
+// The task's counters for class idx; nullptr when it has none (unregistered task, no memory).
+[[gnu::always_inline]] inline class_stats* task_class_stats(task_state& ts, unsigned idx) noexcept
+{
+    const stat_table* t = ts.stat;
+    if (__builtin_expect(t != nullptr, 1)
+        && __builtin_expect(t->epoch == g_stat_epoch.load(std::memory_order_relaxed), 1)) {
+        stat_chunk* c = t->chunk[idx / STAT_CHUNK_CLASSES];
+        if (__builtin_expect(c != nullptr, 1))
+            return &c->cls[idx % STAT_CHUNK_CLASSES];
+    }
+    return task_class_stats_slow(ts, idx);
+}
+
+// A new hold begins (lock_acquire pushed `h`, the lock is not taken yet). Publish this
+// acquisition's ip and CPU in the lock's word for the waiters that may come, remembering what it
+// said: if this task ends up waiting, lock_contended() takes the holder from there.
+[[gnu::always_inline]] inline void stat_acquire(held_lock& h, lockdep_map& lock) noexcept
+{
+    h.waittime_stamp = 0;
+    h.holdtime_stamp = stat_clock();
+    const std::uint64_t prev = lock.stat_word.load(std::memory_order_relaxed);
+    const unsigned cpu1 = static_cast<unsigned>(stat_cpu()) + 1;
+    const std::uint64_t mine = stat_word_make(cpu1, h.acquire_ip);
+    const unsigned last = stat_word_cpu(prev);
+    h.stat_prev = prev;
+    h.stat_flags = last != 0 && last != cpu1 ? HSTAT_BOUNCE : 0;
+    if (prev != mine)
+        lock.stat_word.store(mine, std::memory_order_relaxed);
+}
+
+// The hold of `h` ends: the hold time (whose count is also the acquisition count, as in the
+// kernel) and the acquisition's bounce.
+[[gnu::always_inline]] inline void stat_release(task_state& ts, const held_lock& h) noexcept
+{
+    if (h.holdtime_stamp == 0)
+        return; // taken while lock_stat was off
+    const std::uint64_t now = stat_clock();
+    if (class_stats* cs = task_class_stats(ts, h.class_idx)) {
+        stat_time_inc(h.read != 0 ? cs->read_holdtime : cs->write_holdtime, stat_delta(h.holdtime_stamp, now));
+        if (__builtin_expect(h.stat_flags & HSTAT_BOUNCE, 0))
+            stat_inc(cs->bounces[h.read != 0 ? bounce_acquired_read : bounce_acquired_write]);
+    }
+}
+
+void stat_contended(task_state& ts, held_lock& h, lockdep_map& lock, std::uintptr_t ip) noexcept;
+void stat_acquired(task_state& ts, held_lock& h, lockdep_map& lock, std::uintptr_t ip) noexcept;
+// Task exit (registry lock held): fold the task's counters into the total and unmap them.
+void stat_task_exit_locked(task_state& ts) noexcept;
+// reset(): forget everything counted (class indices are about to be reused).
+void stat_reset() noexcept;
+// KLOCK_LOCK_STAT_DUMP at exit (called from the exit dump).
+void stat_dump_at_exit() noexcept;
 
 // ---- os world (os.cpp) ----
 int report_cpu() noexcept;

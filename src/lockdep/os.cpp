@@ -67,14 +67,20 @@ void lock_downgrade(lockdep_map& lock, std::uintptr_t ip) noexcept
     lock_downgrade(tls_state, cur_ti(), lock, caller_or(ip, __builtin_return_address(0)));
 }
 
+// ip 0 stays 0: the engine then uses the ip lock_acquire() recorded (the waiter's call site, not
+// the lock's slow path that makes this call).
 void lock_contended(lockdep_map& lock, std::uintptr_t ip) noexcept
 {
-    lock_contended(tls_state, cur_ti(), lock, caller_or(ip, __builtin_return_address(0)));
+    if (__builtin_expect(!(g_state.load(std::memory_order_relaxed) & STATE_STAT), 1))
+        return;
+    lock_contended(tls_state, cur_ti(), lock, ip);
 }
 
 void lock_acquired(lockdep_map& lock, std::uintptr_t ip) noexcept
 {
-    lock_acquired(tls_state, cur_ti(), lock, caller_or(ip, __builtin_return_address(0)));
+    if (__builtin_expect(!(g_state.load(std::memory_order_relaxed) & STATE_STAT), 1))
+        return;
+    lock_acquired(tls_state, cur_ti(), lock, ip);
 }
 
 bool lock_is_held(const lockdep_map& lock, int read) noexcept { return lock_is_held(tls_state, lock, read); }

@@ -1,6 +1,6 @@
 // The /proc/lockdep, /proc/lockdep_chains and /proc/lockdep_stats views
 // (kernel/locking/lockdep_proc.c), as strings or written to a FILE*, and the dump at exit that
-// KLOCK_LOCKDEP_DUMP=path asks for.
+// KLOCK_LOCKDEP_DUMP=path asks for (and KLOCK_LOCK_STAT_DUMP's, lock_stat.cpp).
 //
 // The dumps take the graph lock (even when lockdep is off, so a post-mortem dump still works) and
 // read only what the graph lock protects, plus the per-task counters.
@@ -36,6 +36,7 @@ void stat_line_max(std::string& out, const char* label, unsigned long v, unsigne
 
 void dump_at_exit()
 {
+    stat_dump_at_exit(); // KLOCK_LOCK_STAT_DUMP
     const char* path = std::getenv("KLOCK_LOCKDEP_DUMP");
     if (path == nullptr || *path == '\0')
         return;

@@ -50,6 +50,8 @@ void publish_state_locked() noexcept
         s |= STATE_ON;
     if (g.count_ops)
         s |= STATE_OPS;
+    if (g.stat_on && g.debug_locks)
+        s |= STATE_STAT;
     g_state.store(s, std::memory_order_release);
 }
 
@@ -106,6 +108,12 @@ registry& reg()
     static registry* r = new registry;
     return *r;
 }
+} // namespace
+
+std::mutex& registry_mutex() noexcept { return reg().lock; }
+task_state* registry_first() noexcept { return reg().head; }
+
+namespace {
 
 void add_counter(std::atomic<std::uint64_t>& to, const std::atomic<std::uint64_t>& from)
 {
@@ -176,6 +184,7 @@ void task_unregister(task_state& ts) noexcept
     std::lock_guard<std::mutex> g(r.lock);
     add_counters(r.exited, ts.counters);
     zero_counters(ts.counters);
+    stat_task_exit_locked(ts);
     if (ts.reg_prev != nullptr)
         ts.reg_prev->reg_next = ts.reg_next;
     else
@@ -235,6 +244,7 @@ void reset() noexcept
         publish_state_locked();
     }
     reset_task_counters();
+    stat_reset();
     // The caller starts clean in the new generation (it is the one resetting, so it is not
     // holding anything it expects lockdep to remember).
     task_state& ts = current_task_state();

@@ -3,11 +3,14 @@
 //
 // Only with KLOCK_LOCKDEP (the CMake option of that name): without it this header declares
 // nothing and the locks carry neither the map nor a branch. With it, each hook is one relaxed
-// load and a predicted branch while lockdep is switched off at run time (lockdep::enabled()),
-// and a call into the engine otherwise. The engine's entry points without a task argument are the
-// os world's (the calling thread's thread_local task state), so the hooks are live only for Envs
-// whose tasks are os threads (env::os and wrappers of it such as the tests' counting_env); for
-// any other Env (a simulator) they compile to nothing.
+// load and a predicted branch while both validation and lock_stat are switched off at run time
+// (lockdep::active(): two bits of one state word), and a call into the engine otherwise.
+// lock_contended/lock_acquired pass no ip: the engine uses the one lock_acquire recorded, the
+// waiter's call site, wherever in the lock's slow path the hook sits.
+// The engine's entry points without a task argument are the os world's (the calling thread's
+// thread_local task state), so the hooks are live only for Envs whose tasks are os threads
+// (env::os and wrappers of it such as the tests' counting_env); for any other Env (a simulator)
+// they compile to nothing.
 #pragma once
 
 #if KLOCK_LOCKDEP
@@ -43,35 +46,35 @@ template <class E>
     lockdep_map& m, unsigned subclass, int trylock, int read, lockdep_map* nest = nullptr) noexcept
 {
     if constexpr (lockdep_tracks<E>)
-        if (__builtin_expect(lockdep::enabled(), 0))
+        if (__builtin_expect(lockdep::active(), 0))
             lockdep::lock_acquire(m, subclass, trylock, read, 1, nest);
 }
 
 template <class E> [[gnu::always_inline]] inline void lockdep_release(lockdep_map& m) noexcept
 {
     if constexpr (lockdep_tracks<E>)
-        if (__builtin_expect(lockdep::enabled(), 0))
+        if (__builtin_expect(lockdep::active(), 0))
             lockdep::lock_release(m);
 }
 
 template <class E> [[gnu::always_inline]] inline void lockdep_contended(lockdep_map& m) noexcept
 {
     if constexpr (lockdep_tracks<E>)
-        if (__builtin_expect(lockdep::enabled(), 0))
+        if (__builtin_expect(lockdep::active(), 0))
             lockdep::lock_contended(m);
 }
 
 template <class E> [[gnu::always_inline]] inline void lockdep_acquired(lockdep_map& m) noexcept
 {
     if constexpr (lockdep_tracks<E>)
-        if (__builtin_expect(lockdep::enabled(), 0))
+        if (__builtin_expect(lockdep::active(), 0))
             lockdep::lock_acquired(m);
 }
 
 template <class E> [[gnu::always_inline]] inline void lockdep_downgrade(lockdep_map& m) noexcept
 {
     if constexpr (lockdep_tracks<E>)
-        if (__builtin_expect(lockdep::enabled(), 0))
+        if (__builtin_expect(lockdep::active(), 0))
             lockdep::lock_downgrade(m);
 }
 
