@@ -11,6 +11,8 @@
 // against the generation), then the lock-free class hash, then registration under the graph lock.
 #include "internal.hpp"
 
+#include <klock/detail/lock_dep.hpp>
+
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -40,12 +42,7 @@ const void* effective_key(const lockdep_map& lock, unsigned subclass)
     return reinterpret_cast<const char*>(&lock) + subclass;
 }
 
-// Lives inside a loaded object (its data, bss or read-only data): a static object.
-bool static_obj(const void* p)
-{
-    Dl_info info{};
-    return ::dladdr(p, &info) != 0;
-}
+bool static_obj(const void* p) { return klock::detail::is_static_object(p); }
 
 lock_class* hash_find(const void* key)
 {
