@@ -77,8 +77,12 @@
 //     after its owner may have left it.
 //
 // OPTIMISTIC SPINNING IN USER SPACE
-//   The kernel spins while owner->on_cpu. Here E::task_on_cpu() only knows whether the owner sleeps in
-//   a futex wait; a preempted owner still looks "on CPU". So every spin is also bounded
+//   The kernel spins while owner->on_cpu, reading the owner's task_struct under RCU. Here a spinner
+//   reads the owner's task record through the pointer in the owner word, so the owner publishes it
+//   with release (the lock's CAS is acq_rel; free on x86) and the spinner loads the word with
+//   acquire: the record's initialisation happens-before the read (ThreadSanitizer checks this).
+//   E::task_on_cpu() only knows whether the owner sleeps in a futex wait; a preempted owner still
+//   looks "on CPU". So every spin is also bounded
 //   (spin_budget pauses, ~16 us), after which the task goes to sleep on the wait list. Between two
 //   looks at the owner word a spinner backs off exponentially (up to spin_max_delay pauses): the
 //   owner word shares its cache line with the whole mutex, and a spinner that reads it every few
@@ -211,7 +215,7 @@ public:
         task* cur = E::current();
         std::uintptr_t o = 0;
         if (__builtin_expect(
-                owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acquire, std::memory_order_relaxed),
+                owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acq_rel, std::memory_order_relaxed),
                 1)) {
             ld_acquire(0, 1);
             return true;
@@ -348,7 +352,7 @@ private:
         }
         std::uintptr_t o = 0;
         if (__builtin_expect(
-                owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acquire, std::memory_order_relaxed),
+                owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acq_rel, std::memory_order_relaxed),
                 1))
             return;
         slowpath_untimed(cur, loc);
@@ -366,7 +370,7 @@ private:
     {
         task* cur = E::current();
         std::uintptr_t o = 0;
-        if (owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acquire, std::memory_order_relaxed))
+        if (owner_.compare_exchange_strong(o, to_word(cur), std::memory_order_acq_rel, std::memory_order_relaxed))
             return true;
         return lock_slowpath(cur, deadline, loc);
     }
@@ -415,7 +419,7 @@ private:
                 t = cur;
             }
             if (owner_.compare_exchange_weak(
-                    o, to_word(t) | flags, std::memory_order_acquire, std::memory_order_relaxed))
+                    o, to_word(t) | flags, std::memory_order_acq_rel, std::memory_order_relaxed))
                 return t == cur;
         }
     }
@@ -444,7 +448,7 @@ private:
         unsigned budget = spin_gate_budget, delay = 1;
         if (w == nullptr) {
             for (;;) {
-                const std::uintptr_t o = owner_.load(std::memory_order_relaxed);
+                const std::uintptr_t o = owner_.load(std::memory_order_acquire);
                 task* t = owner_task(o);
                 if ((o & MUTEX_FLAG_HANDOFF) || (t != nullptr && !E::task_on_cpu(t)))
                     return false; // mutex_can_spin_on_owner() says no: go and queue
@@ -459,7 +463,7 @@ private:
         delay = 1;
         bool acquired = false;
         for (;;) {
-            const std::uintptr_t o = owner_.load(std::memory_order_relaxed);
+            const std::uintptr_t o = owner_.load(std::memory_order_acquire);
             task* t = owner_task(o);
             if (t == nullptr || (t == cur && (o & MUTEX_FLAG_PICKUP))) {
                 if (trylock_common(cur, false)) {
