@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing klock needs, from Debian packages, where missing.
-# Pass --bench to add the peers the benchmarks compare against (abseil, TBB, Concurrency Kit).
+# The peer locks that `klock bench` and the benchmarks compare against (abseil, TBB, Concurrency
+# Kit) and the programs `klock run`'s tests run (xz, zstd, pigz) are part of it. Pass --bench to
+# add what scripts/bench_run.sh compares `klock run` with (valgrind's helgrind).
 set -euo pipefail
-pkgs=(cmake ninja-build g++ clang pkg-config libgtest-dev libgmock-dev libbenchmark-dev libdw-dev)
+pkgs=(cmake ninja-build g++ clang pkg-config libgtest-dev libgmock-dev libbenchmark-dev libdw-dev
+  libabsl-dev libtbb-dev libck-dev xz-utils zstd pigz)
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(libabsl-dev libtbb-dev libck-dev)
+  pkgs+=(valgrind)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
