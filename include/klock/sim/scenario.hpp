@@ -80,6 +80,10 @@ struct task_spec {
 struct irq_spec {
     std::string name;
     int cpu = 0;
+    // true: a softirq. Raised (at_ns/period_ns or by raise_irq) it runs at the next point where
+    // softirqs may run on `cpu`: on interrupt exit, or as soon as the CPU is outside interrupt
+    // context with bottom halves and interrupts enabled; with SOFTIRQ_OFFSET in preempt_count.
+    bool softirq = false;
     std::uint64_t at_ns = 0;      // 0 with period 0: only when raised by a step
     std::uint64_t period_ns = 0;
     std::vector<step> handler;
@@ -110,6 +114,11 @@ struct scenario {
     std::vector<lock_spec> locks;
     std::vector<irq_spec> irqs;
     std::vector<task_spec> tasks;
+    // Checks this scenario is meant to fail (it demonstrates that bug): `klock sim` exits 0 when
+    // exactly these fail. Names as in check_result::name (sim.hpp, check_names).
+    std::vector<std::string> expect;
+    // Marker events with the lock word after every lock operation (the seeds' ticket walk-through).
+    bool trace_lock_words = false;
 };
 
 const char* to_string(policy p) noexcept;

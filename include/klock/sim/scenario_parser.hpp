@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 
@@ -21,5 +22,10 @@ struct parse_error {
 
 std::optional<scenario> parse_scenario(std::string_view text, std::string_view file_name, parse_error& err);
 std::optional<scenario> load_scenario_file(const std::string& path, parse_error& err);
+
+// Prints a scenario in the text format (canonical spelling, defaults left out), so that
+// parse_scenario(write_scenario(s)) gives back `s` (line and column fields aside): built-in
+// scenarios can be dumped, edited and loaded again.
+void write_scenario(const scenario& s, std::ostream& out);
 
 } // namespace klock::sim

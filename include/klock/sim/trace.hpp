@@ -40,6 +40,9 @@ struct event {
     std::int64_t value = 0; // trylock result, prev_state code, ...
     char state = 'R';       // sched_switch prev_state: R, S (sleeping), D (blocked on a lock), X (dead)
     std::string text;
+    // lock_acquired: the lock word after the operation; lock_release: before it. A mutex's owner
+    // word shows the owner's pid in place of its task pointer: pid << 3 | MUTEX_FLAG_*.
+    std::uint64_t word = 0;
 };
 
 // A simulated task as the outputs name it. The idle tasks are included (pid 0, "swapper/N").
@@ -54,10 +57,14 @@ struct task_record {
     std::uint64_t wait_ns = 0;    // runnable, not on a CPU
     std::uint64_t blocked_ns = 0; // sleeping on a lock or a timer
     std::uint64_t max_lock_wait_ns = 0;
+    std::size_t stack_size = 0; // bytes above STACK_END_MAGIC
+    std::size_t stack_used = 0; // deepest use seen (fill-pattern high-water mark)
+    int cpu = -1;               // the CPU it last ran on
+    bool exited = false;        // ran its script to the end
 };
 
 struct check_result {
-    std::string name;  // "mutual exclusion", "deadlock", "lost wakeup", "soft lockup", "priority inversion", "lockdep", "no task switch", "stack overflow"
+    std::string name;  // one of klock::sim::check_names (sim.hpp): "mutual exclusion", "deadlock", ...
     bool passed = true;
     std::string report; // the full report text when it failed (kernel-style splat)
     std::uint64_t t_ns = 0;
@@ -68,6 +75,7 @@ struct lock_summary {
     std::uint64_t contentions = 0;
     std::uint64_t max_wait_ns = 0;
     int max_wait_task = -1;
+    std::uint64_t word = 0; // the lock word at the end of the run
 };
 
 struct run_result {
@@ -78,11 +86,26 @@ struct run_result {
     std::vector<lock_summary> locks; // parallel to scn.locks
     std::uint64_t end_ns = 0;
     std::uint64_t steps = 0; // simulated atomic steps (scheduling points) executed
+    std::uint64_t seed = 0;  // the seed the run used
+    std::string stop_reason; // "all tasks exited", "time limit", "deadlock", ...
     bool passed() const noexcept
     {
         for (const check_result& c : checks)
             if (!c.passed)
                 return false;
+        return true;
+    }
+    // The failed checks are exactly the ones the scenario expects (scenario::expect): true for a
+    // correct scenario that passes and for a demonstration that shows its bug.
+    bool as_expected() const
+    {
+        for (const check_result& c : checks) {
+            bool expected = false;
+            for (const std::string& e : scn.expect)
+                expected = expected || e == c.name;
+            if (c.passed == expected)
+                return false;
+        }
         return true;
     }
 };

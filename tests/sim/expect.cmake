@@ -1,0 +1,29 @@
+# Runs one `klock sim` command in WORKDIR and checks its exit status and output (docs/sim.md).
+#   cmake -DKLOCK=<klock binary> -DARGS="sim|abba" -DRC=<expected exit status> -DWORKDIR=<dir>
+#         -DOUT=<regex stdout must match> [-DERR=<regex stderr must match>]
+#         [-DFILE=<a file the command must write>] -P expect.cmake
+# ARGS separates the arguments with '|' (a ';' would be split by add_test).
+string(REPLACE "|" ";" args "${ARGS}")
+string(REPLACE "|" " " shown "${ARGS}")
+file(MAKE_DIRECTORY "${WORKDIR}")
+if(DEFINED FILE)
+  file(REMOVE "${WORKDIR}/${FILE}")
+endif()
+execute_process(COMMAND ${KLOCK} ${args} WORKING_DIRECTORY "${WORKDIR}"
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
+message("${out}")
+if(err)
+  message("stderr:\n${err}")
+endif()
+if(NOT "${rc}" STREQUAL "${RC}")
+  message(FATAL_ERROR "klock ${shown}: exit status '${rc}', expected ${RC}")
+endif()
+if(DEFINED OUT AND NOT out MATCHES "${OUT}")
+  message(FATAL_ERROR "klock ${shown}: stdout does not match '${OUT}'")
+endif()
+if(DEFINED ERR AND NOT err MATCHES "${ERR}")
+  message(FATAL_ERROR "klock ${shown}: stderr does not match '${ERR}'")
+endif()
+if(DEFINED FILE AND NOT EXISTS "${WORKDIR}/${FILE}")
+  message(FATAL_ERROR "klock ${shown}: did not write ${FILE}")
+endif()
