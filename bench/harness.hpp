@@ -42,38 +42,9 @@
 
 #include <benchmark/benchmark.h>
 
-#include <klock/thread_safety.hpp>
+#include "adapters.hpp"
 
 namespace klock::bench {
-
-struct no_node { };
-
-// Any std Lockable, driven through its exclusive side.
-template <class L> struct exclusive_side {
-    using node = no_node;
-    static constexpr bool exclusive = true;
-    void lock(node&) KLOCK_NO_THREAD_SAFETY_ANALYSIS { l.lock(); }
-    void unlock(node&) KLOCK_NO_THREAD_SAFETY_ANALYSIS { l.unlock(); }
-    L l;
-};
-
-// Any std SharedLockable, driven through its reader side.
-template <class L> struct shared_side {
-    using node = no_node;
-    static constexpr bool exclusive = false;
-    void lock(node&) KLOCK_NO_THREAD_SAFETY_ANALYSIS { l.lock_shared(); }
-    void unlock(node&) KLOCK_NO_THREAD_SAFETY_ANALYSIS { l.unlock_shared(); }
-    L l;
-};
-
-template <class A>
-concept lock_ops = requires(A& a, typename A::node& n)
-{
-    a.lock(n), a.unlock(n);
-};
-template <class A>
-concept lock_adapter
-    = lock_ops<A> && std::is_default_constructible_v<A> && std::is_same_v<decltype(A::exclusive), const bool>;
 
 // Tunables, from the environment so that scripts/bench.sh and the lead can trade precision
 // for time without rebuilding.

@@ -12,7 +12,7 @@
 
 #include <pthread.h>
 
-#include "harness.hpp"
+#include "adapters.hpp"
 
 #if KLOCK_HAVE_ABSL
 #include <absl/synchronization/mutex.h>

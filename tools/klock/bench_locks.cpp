@@ -1,9 +1,8 @@
 // `klock bench` locks: the table of every lock and its workloads' instantiations.
 //
-// The peers come from bench/peers.hpp, the Google Benchmark suite's adapters, so that both
-// benchmarks measure the peers the same way. That header reaches Google Benchmark's header
-// through bench/harness.hpp; without it (libbenchmark-dev not installed) only klock's locks and
-// the C++ library's mutexes are built in, and the other peers are listed as missing.
+// The peers come from bench/peers.hpp, the adapters the Google Benchmark suite uses too, so that
+// both benchmarks measure the peers the same way; a peer library not found at build time
+// (cmake/KlockPeers.cmake) is listed as missing.
 #include "bench_locks.hpp"
 
 #include <algorithm>
@@ -18,20 +17,7 @@
 #include <klock/spinlock.hpp>
 #include <klock/ww_mutex.hpp>
 
-#if __has_include(<benchmark/benchmark.h>)
-#define KLOCK_BENCH_PEERS 1
-// peers.hpp includes Google Benchmark's header (through harness.hpp), whose every includer runs
-// a static initializer in libbenchmark, which the klock command does not link: only the
-// adapters are wanted here. The initializer is renamed to a do-nothing function of our own.
-#define InitializeStreams klock_tool_bench_no_streams
 #include "../../bench/peers.hpp"
-#undef InitializeStreams
-namespace benchmark::internal {
-int klock_tool_bench_no_streams() { return 0; }
-} // namespace benchmark::internal
-#else
-#define KLOCK_BENCH_PEERS 0
-#endif
 
 namespace klock::tool::bench {
 
@@ -57,7 +43,6 @@ struct ww_adapter {
     klock::ww_mutex<klock::ww_class_wound_wait> m;
 };
 
-#if KLOCK_BENCH_PEERS
 // bench/peers.hpp's adapters (klock::bench::...) have this tool's adapter shape already; their
 // `exclusive` flag is not needed here. absl::Mutex needs both sides on one object.
 #if KLOCK_HAVE_ABSL
@@ -70,12 +55,9 @@ struct absl_rw_adapter {
     absl::Mutex m;
 };
 #endif
-#endif
 
 template <adapter A> constexpr auto run_of() { return &run_exclusive_point<A>; }
 template <rw_adapter A> constexpr auto rw_of() { return &run_rw_point<A>; }
-
-[[maybe_unused]] constexpr const char* no_benchmark_header = "libbenchmark-dev";
 
 std::vector<lock_desc> make_table()
 {
@@ -102,45 +84,37 @@ std::vector<lock_desc> make_table()
     v.push_back({"std::shared_mutex", "std_shared_mutex", false, "sleep: pthread rwlock", nullptr, true,
         run_of<exclusive_adapter<std::shared_mutex>>(), rw_of<shared_adapter<std::shared_mutex>>()});
 
-#if KLOCK_BENCH_PEERS
     v.push_back({"pthread_spinlock", "pthread_spinlock_t", false, "spin: test-and-set", nullptr, true,
         run_of<exclusive_adapter<klock::bench::pthread_spinlock>>(), nullptr});
     v.push_back({"glibc_pi_mutex", "pi_mutex", false, "PI futex: every wait in the kernel", nullptr, true,
         run_of<exclusive_adapter<klock::bench::glibc_pi_mutex>>(), nullptr});
-#else
-    v.push_back({"pthread_spinlock", "pthread_spinlock_t", false, "spin: test-and-set", no_benchmark_header, false,
-        nullptr, nullptr});
-    v.push_back({"glibc_pi_mutex", "pi_mutex", false, "PI futex: every wait in the kernel", no_benchmark_header, false,
-        nullptr, nullptr});
-#endif
 
-#if KLOCK_BENCH_PEERS && KLOCK_HAVE_ABSL
+#if KLOCK_HAVE_ABSL
     v.push_back({"absl::Mutex", "absl_mutex", false, "spin, then sleep", "libabsl-dev", true, run_of<absl_rw_adapter>(),
         rw_of<absl_rw_adapter>()});
 #else
-    v.push_back({"absl::Mutex", "absl_mutex", false, "spin, then sleep",
-        KLOCK_BENCH_PEERS ? "libabsl-dev" : no_benchmark_header, false, nullptr, nullptr});
+    v.push_back({"absl::Mutex", "absl_mutex", false, "spin, then sleep", "libabsl-dev", false, nullptr, nullptr});
 #endif
 
-#if KLOCK_BENCH_PEERS && KLOCK_HAVE_TBB
+#if KLOCK_HAVE_TBB
     v.push_back({"tbb::spin_mutex", "tbb_spin_mutex", false, "spin: test-and-set, backoff", "libtbb-dev", true,
         run_of<exclusive_adapter<tbb::spin_mutex>>(), nullptr});
     v.push_back({"tbb::queuing_mutex", "tbb_queuing_mutex", false, "spin: MCS queue", "libtbb-dev", true,
         run_of<klock::bench::tbb_queuing>(), nullptr});
 #else
-    const char* tbb = KLOCK_BENCH_PEERS ? "libtbb-dev" : no_benchmark_header;
+    const char* tbb = "libtbb-dev";
     v.push_back(
         {"tbb::spin_mutex", "tbb_spin_mutex", false, "spin: test-and-set, backoff", tbb, false, nullptr, nullptr});
     v.push_back({"tbb::queuing_mutex", "tbb_queuing_mutex", false, "spin: MCS queue", tbb, false, nullptr, nullptr});
 #endif
 
-#if KLOCK_BENCH_PEERS && KLOCK_HAVE_CK
+#if KLOCK_HAVE_CK
     v.push_back({"ck_ticket", "ck_spinlock_ticket", false, "spin: FIFO tickets", "libck-dev", true,
         run_of<klock::bench::ck_ticket>(), nullptr});
     v.push_back({"ck_mcs", "ck_spinlock_mcs", false, "spin: MCS queue", "libck-dev", true,
         run_of<klock::bench::ck_mcs>(), nullptr});
 #else
-    const char* ck = KLOCK_BENCH_PEERS ? "libck-dev" : no_benchmark_header;
+    const char* ck = "libck-dev";
     v.push_back({"ck_ticket", "ck_spinlock_ticket", false, "spin: FIFO tickets", ck, false, nullptr, nullptr});
     v.push_back({"ck_mcs", "ck_spinlock_mcs", false, "spin: MCS queue", ck, false, nullptr, nullptr});
 #endif
@@ -188,7 +162,7 @@ void prepare_locks()
     // A ticket lock with more threads than CPUs legitimately spins for long stretches (a waiter
     // whose turn comes while it is preempted holds up everyone behind it): not a lockup here.
     klock::set_spin_lockup_threshold_ns(0);
-#if KLOCK_BENCH_PEERS && KLOCK_HAVE_ABSL
+#if KLOCK_HAVE_ABSL
     // Debian builds abseil without NDEBUG, which leaves absl::Mutex's deadlock detector on (a
     // graph update per Lock); measure it as an optimized abseil build ships it, as klock_bench does.
     absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
