@@ -16,6 +16,7 @@
 // lock (the hit paths) read only atomics: a class's usage mask, the two hash tables, g_state.
 #pragma once
 
+#include <klock/detail/json.hpp>
 #include <klock/lockdep.hpp>
 
 #include <atomic>
@@ -382,7 +383,7 @@ void report_bad_subclass_locked(task_state& ts, const thread_info& ti, unsigned 
 void report_max_depth_locked(task_state& ts, const thread_info& ti) noexcept;
 
 // ---- JSON (json.cpp) ----
-std::string json_quote(std::string_view s);
+using klock::detail::json_quote;
 void json_emit(const std::string& json) noexcept;
 
 // ---- dumps (proc.cpp) ----

@@ -12,6 +12,8 @@
 // handler that interrupted a report on the same thread is written without waiting (the two may
 // interleave) rather than deadlocking.
 #include "preload.hpp"
+
+#include <klock/detail/json.hpp>
 #include "suppress.hpp"
 
 #include <klock/detail/stacktrace.hpp>
@@ -82,29 +84,6 @@ void write_all(int fd, const char* p, std::size_t n)
 }
 
 int open_append(const char* path) { return ::open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644); }
-
-std::string json_quote(std::string_view s)
-{
-    std::string out = "\"";
-    for (const char ch : s) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += ch;
-        } else if (c == '\n') {
-            out += "\\n";
-        } else if (c == '\t') {
-            out += "\\t";
-        } else if (c < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
-        } else {
-            out += ch;
-        }
-    }
-    return out + "\"";
-}
 
 // The "text" member of a lockdep report's JSON object (the last member the engine writes).
 std::string json_text(std::string_view json)
@@ -303,7 +282,7 @@ void misuse(const char* what, const void* lock, int owner_tid, const record* rec
             const std::string oc = task_comm(owner_tid);
             std::snprintf(
                 buf, sizeof buf, " lock: %p, .owner: %s/%d, .owner_cpu: %d\n", lock, oc.c_str(), owner_tid, -1);
-            owner_json = "{\"comm\":" + json_quote(oc) + ",\"pid\":" + std::to_string(owner_tid) + "}";
+            owner_json = "{\"comm\":" + klock::detail::json_quote(oc) + ",\"pid\":" + std::to_string(owner_tid) + "}";
         } else {
             std::snprintf(buf, sizeof buf, " lock: %p, .owner: <none>/-1, .owner_cpu: -1\n", lock);
         }
@@ -325,16 +304,17 @@ void misuse(const char* what, const void* lock, int owner_tid, const record* rec
         sv.remove_prefix(std::min(sv.size(), sv.find('\n') + 1)); // "Call Trace:"
         for (int i = 0; !sv.empty(); ++i) {
             const std::size_t nl = sv.find('\n');
-            frames += (i != 0 ? "," : "") + json_quote(suppress::trim(sv.substr(0, nl)));
+            frames += (i != 0 ? "," : "") + klock::detail::json_quote(suppress::trim(sv.substr(0, nl)));
             sv = nl == std::string_view::npos ? std::string_view() : sv.substr(nl + 1);
         }
         frames += "]";
         char addr[32];
         std::snprintf(addr, sizeof addr, "\"%p\"", lock);
-        std::string json = "{\"type\":\"lock_bug\",\"title\":" + json_quote(std::string("BUG: ") + what)
-            + ",\"task\":{\"comm\":" + json_quote(current_comm()) + ",\"pid\":" + std::to_string(me)
-            + ",\"cpu\":" + std::to_string(cpu) + "},\"lock\":{\"address\":" + addr + ",\"class\":" + json_quote(cls)
-            + "},\"owner\":" + owner_json + ",\"stack\":" + frames + ",\"text\":" + json_quote(text) + "}";
+        std::string json = "{\"type\":\"lock_bug\",\"title\":" + klock::detail::json_quote(std::string("BUG: ") + what)
+            + ",\"task\":{\"comm\":" + klock::detail::json_quote(current_comm()) + ",\"pid\":" + std::to_string(me)
+            + ",\"cpu\":" + std::to_string(cpu) + "},\"lock\":{\"address\":" + addr
+            + ",\"class\":" + klock::detail::json_quote(cls) + "},\"owner\":" + owner_json + ",\"stack\":" + frames
+            + ",\"text\":" + klock::detail::json_quote(text) + "}";
         emit(text, json);
     } catch (...) { }
 }

@@ -14,6 +14,7 @@
 // Failed checks are global instants named after the check, with the report as an argument.
 // Timestamps are microseconds with three decimals: virtual nanoseconds, exactly.
 #include <klock/sim/output.hpp>
+#include <klock/detail/json.hpp>
 
 #include "output_timeline.hpp"
 
@@ -30,39 +31,6 @@ namespace {
 constexpr int cpu_pid = 100000;
 constexpr int lane_tid_base = 200000;
 
-std::string json_string(std::string_view s)
-{
-    std::string r = "\"";
-    for (char ch : s) {
-        unsigned char c = static_cast<unsigned char>(ch);
-        switch (c) {
-        case '"':
-            r += "\\\"";
-            break;
-        case '\\':
-            r += "\\\\";
-            break;
-        case '\n':
-            r += "\\n";
-            break;
-        case '\t':
-            r += "\\t";
-            break;
-        case '\r':
-            r += "\\r";
-            break;
-        default:
-            if (c < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                r += buf;
-            } else
-                r += ch;
-        }
-    }
-    return r + "\"";
-}
-
 class json_writer {
 public:
     explicit json_writer(const run_result& run) : run_(run), tl_(detail::build_timeline(run)) { }
@@ -76,8 +44,8 @@ public:
         out << "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n";
         for (std::size_t i = 0; i < events_.size(); ++i)
             out << events_[i] << (i + 1 < events_.size() ? ",\n" : "\n");
-        out << "],\n\"otherData\":{\"scenario\":" << json_string(run_.scn.name)
-            << ",\"description\":" << json_string(run_.scn.description) << ",\"cpus\":" << run_.scn.cpus
+        out << "],\n\"otherData\":{\"scenario\":" << klock::detail::json_quote(run_.scn.name)
+            << ",\"description\":" << klock::detail::json_quote(run_.scn.description) << ",\"cpus\":" << run_.scn.cpus
             << ",\"end_ns\":" << tl_.end << ",\"steps\":" << run_.steps
             << ",\"passed\":" << (run_.passed() ? "true" : "false") << "}}\n";
     }
@@ -87,7 +55,7 @@ private:
 
     std::string ev(const std::string& ph, const std::string& name, int pid, int tid, std::uint64_t ts)
     {
-        return "{\"ph\":\"" + ph + "\",\"name\":" + json_string(name) + ",\"pid\":" + std::to_string(pid)
+        return "{\"ph\":\"" + ph + "\",\"name\":" + klock::detail::json_quote(name) + ",\"pid\":" + std::to_string(pid)
             + ",\"tid\":" + std::to_string(tid) + ",\"ts\":" + detail::us3(ts);
     }
 
@@ -99,11 +67,11 @@ private:
 
     void metadata()
     {
-        meta("process_name", cpu_pid, cpu_pid, "name", json_string("CPUs"));
+        meta("process_name", cpu_pid, cpu_pid, "name", klock::detail::json_quote("CPUs"));
         meta("process_sort_index", cpu_pid, cpu_pid, "sort_index", "0");
         for (unsigned c = 0; c < run_.scn.cpus; ++c) {
-            meta(
-                "thread_name", cpu_pid, cpu_pid + static_cast<int>(c), "name", json_string("CPU " + std::to_string(c)));
+            meta("thread_name", cpu_pid, cpu_pid + static_cast<int>(c), "name",
+                klock::detail::json_quote("CPU " + std::to_string(c)));
             meta("thread_sort_index", cpu_pid, cpu_pid + static_cast<int>(c), "sort_index", std::to_string(c));
         }
         int order = 1;
@@ -112,9 +80,9 @@ private:
                 continue;
             int pid = run_.tasks[t].pid;
             std::string label = run_.tasks[t].comm + " (" + detail::policy_label(run_, static_cast<int>(t)) + ")";
-            meta("process_name", pid, pid, "name", json_string(label));
+            meta("process_name", pid, pid, "name", klock::detail::json_quote(label));
             meta("process_sort_index", pid, pid, "sort_index", std::to_string(order++));
-            meta("thread_name", pid, pid, "name", json_string("locks"));
+            meta("thread_name", pid, pid, "name", klock::detail::json_quote("locks"));
         }
     }
 
@@ -157,7 +125,7 @@ private:
             return pid;
         int tid = lane_tid_base + pid * 16 + lane;
         if (named_lanes_.insert(tid).second)
-            meta("thread_name", pid, tid, "name", json_string("locks " + std::to_string(lane + 1)));
+            meta("thread_name", pid, tid, "name", klock::detail::json_quote("locks " + std::to_string(lane + 1)));
         return tid;
     }
 
@@ -186,8 +154,8 @@ private:
             std::string lock = detail::lock_label(run_, s.lock);
             std::string name = (it.wait ? "wait " : "") + lock + (s.read ? " (read)" : "");
             events_.push_back(ev("X", name, task_pid(s.task), tid, s.t0) + ",\"dur\":" + detail::us3(s.t1 - s.t0)
-                + ",\"cat\":\"" + (it.wait ? "lock_wait" : "lock_hold") + "\",\"args\":{\"lock\":" + json_string(lock)
-                + ",\"cpu\":" + std::to_string(s.cpu) + "}}");
+                + ",\"cat\":\"" + (it.wait ? "lock_wait" : "lock_hold") + "\",\"args\":{\"lock\":"
+                + klock::detail::json_quote(lock) + ",\"cpu\":" + std::to_string(s.cpu) + "}}");
         }
         // in interrupt context: on the CPU track, nested in the handler's slice
         for (const auto* list : {&tl_.waits, &tl_.holds})
@@ -197,7 +165,8 @@ private:
                     events_.push_back(ev("X", (wait ? "wait " : "") + detail::lock_label(run_, s.lock), cpu_pid,
                                           cpu_pid + s.cpu, s.t0)
                         + ",\"dur\":" + detail::us3(s.t1 - s.t0) + ",\"cat\":\"" + (wait ? "lock_wait" : "lock_hold")
-                        + "\",\"args\":{\"context\":" + json_string(detail::irq_span_label(run_, s)) + "}}");
+                        + "\",\"args\":{\"context\":" + klock::detail::json_quote(detail::irq_span_label(run_, s))
+                        + "}}");
                 }
         for (const detail::instant& w : tl_.wakeups) {
             if (detail::is_idle(run_, w.task))
@@ -205,7 +174,7 @@ private:
             int pid = task_pid(w.task);
             std::string waker = w.task2 >= 0 ? detail::task_label(run_, w.task2) : "irq";
             events_.push_back(ev("i", "wakeup", pid, pid, w.t) + ",\"s\":\"t\",\"args\":{\"waker\":"
-                + json_string(waker) + ",\"target_cpu\":" + std::to_string(w.cpu) + "}}");
+                + klock::detail::json_quote(waker) + ",\"target_cpu\":" + std::to_string(w.cpu) + "}}");
         }
         // prio counters: the base value at 0, then every change
         std::map<int, bool> started;
@@ -232,13 +201,13 @@ private:
             if (c.passed)
                 continue;
             events_.push_back(ev("i", "FAILED: " + c.name, cpu_pid, cpu_pid, c.t_ns)
-                + ",\"s\":\"g\",\"cat\":\"check\",\"args\":{\"report\":" + json_string(c.report) + "}}");
+                + ",\"s\":\"g\",\"cat\":\"check\",\"args\":{\"report\":" + klock::detail::json_quote(c.report) + "}}");
         }
         for (const event& e : run_.events)
             if (e.kind == event_kind::marker) {
                 std::string first = e.text.substr(0, e.text.find('\n'));
                 events_.push_back(ev("i", first, cpu_pid, cpu_pid + std::max(e.cpu, 0), e.t_ns)
-                    + ",\"s\":\"t\",\"cat\":\"marker\",\"args\":{\"text\":" + json_string(e.text) + "}}");
+                    + ",\"s\":\"t\",\"cat\":\"marker\",\"args\":{\"text\":" + klock::detail::json_quote(e.text) + "}}");
             }
     }
 

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <new>
 
+#include <type_traits>
+
 #include <klock/mutex.hpp>
 #include <klock/preempt.hpp>
 #include <klock/report.hpp>
@@ -107,23 +109,10 @@ bool apply(rwlock_t& l, op k, irq_flags& f) KLOCK_NO_THREAD_SAFETY_ANALYSIS
     }
 }
 
-bool apply(mutex_t& l, op k, irq_flags&) KLOCK_NO_THREAD_SAFETY_ANALYSIS
-{
-    switch (k) {
-    case op::lock:
-        l.lock();
-        return true;
-    case op::unlock:
-        l.unlock();
-        return true;
-    case op::trylock:
-        return l.try_lock();
-    default:
-        return false;
-    }
-}
-
-bool apply(rtmutex_t& l, op k, irq_flags&) KLOCK_NO_THREAD_SAFETY_ANALYSIS
+// The sleeping exclusive locks (mutex, rt_mutex): Lockable, nothing else a script can ask of them.
+template <class L>
+requires std::is_same_v<L, mutex_t> || std::is_same_v<L, rtmutex_t>
+bool apply(L& l, op k, irq_flags&) KLOCK_NO_THREAD_SAFETY_ANALYSIS
 {
     switch (k) {
     case op::lock:

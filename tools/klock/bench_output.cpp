@@ -1,6 +1,8 @@
 // `klock bench` output: table, CSV, JSON (bench_output.hpp). The SVG plot is in bench_svg.cpp.
 #include "bench_output.hpp"
 
+#include <klock/detail/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <ctime>
@@ -30,36 +32,6 @@ std::string num(double v)
     if (v == std::floor(v) && std::fabs(v) < 1e15)
         return fmt("%.0f", v);
     return fmt("%.6g", v);
-}
-
-std::string json_string(std::string_view s)
-{
-    std::string out = "\"";
-    for (char c : s) {
-        switch (c) {
-        case '"':
-            out += "\\\"";
-            break;
-        case '\\':
-            out += "\\\\";
-            break;
-        case '\n':
-            out += "\\n";
-            break;
-        case '\t':
-            out += "\\t";
-            break;
-        default:
-            if (static_cast<unsigned char>(c) < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-                out += buf;
-            } else {
-                out += c;
-            }
-        }
-    }
-    return out + "\"";
 }
 
 std::string csv_field(std::string_view s)
@@ -297,7 +269,7 @@ std::string json_figures(const run_figures& f, bool handoff, bool rw, const std:
 {
     std::string o = "{";
     if (!f.error.empty())
-        return o + "\"error\": " + json_string(f.error) + ", \"seconds\": " + num(f.seconds) + "}";
+        return o + "\"error\": " + klock::detail::json_quote(f.error) + ", \"seconds\": " + num(f.seconds) + "}";
     o += "\"seconds\": " + num(f.seconds) + ", \"ops\": " + num(f.ops) + ", \"ops_per_s\": " + num(f.ops_per_s)
         + ", \"min_max\": " + num(f.min_max) + ", \"jain\": " + num(f.jain);
     if (rw)
@@ -320,9 +292,10 @@ std::string json_figures(const run_figures& f, bool handoff, bool rw, const std:
 
 std::string json_of(const std::vector<point_row>& rows, const report_meta& meta)
 {
-    std::string o = "{\n  \"tool\": \"klock bench\",\n  \"version\": " + json_string(meta.version)
-        + ",\n  \"date\": " + json_string(meta.date) + ",\n  \"machine\": {\"cpu\": " + json_string(meta.cpu_model)
-        + ", \"cpus\": " + std::to_string(meta.cpus) + ", \"kernel\": " + json_string(meta.kernel)
+    std::string o = "{\n  \"tool\": \"klock bench\",\n  \"version\": " + klock::detail::json_quote(meta.version)
+        + ",\n  \"date\": " + klock::detail::json_quote(meta.date)
+        + ",\n  \"machine\": {\"cpu\": " + klock::detail::json_quote(meta.cpu_model)
+        + ", \"cpus\": " + std::to_string(meta.cpus) + ", \"kernel\": " + klock::detail::json_quote(meta.kernel)
         + "},\n  \"config\": {\"duration_s\": " + num(meta.duration_s) + ", \"warmup_s\": " + num(meta.warmup_s)
         + ", \"repeat\": " + std::to_string(meta.repeat) + ", \"sample_every\": " + std::to_string(meta.sample_every)
         + ", \"clock_read_ns\": " + std::to_string(meta.clock_ns)
@@ -331,7 +304,8 @@ std::string json_of(const std::vector<point_row>& rows, const report_meta& meta)
         const point_row& r = rows[i];
         const bool handoff = r.w == workload::handoff, rw = r.w == workload::rw;
         o += i ? ",\n" : "\n";
-        o += "    {\"workload\": " + json_string(workload_name(r.w)) + ", \"lock\": " + json_string(r.lock)
+        o += "    {\"workload\": " + klock::detail::json_quote(workload_name(r.w))
+            + ", \"lock\": " + klock::detail::json_quote(r.lock)
             + ", \"family\": " + (r.klock ? "\"klock\"" : "\"peer\"") + ", \"threads\": " + std::to_string(r.threads)
             + ", \"cs_ns\": " + std::to_string(r.cs_ns) + ", \"delay_ns\": " + std::to_string(r.delay_ns)
             + ", \"read_percent\": " + (rw ? std::to_string(r.read_percent) : "null") + ",\n     \"median\": ";
