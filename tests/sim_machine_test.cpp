@@ -120,7 +120,8 @@ scenario busy()
     add_irq(s, "dev", 1, {lock(S), work(us(2)), unlock(S)}).period_ns = us(300);
     for (int i = 0; i < 6; ++i)
         add_task(s, "T" + std::to_string(i), i < 2 ? policy::fifo : policy::other, 10 + i,
-            {loop(15), lock(M), work(us(5)), unlock(M), lock(S), work(us(1)), unlock(S), end_loop()});
+            {loop(15), lock(M), work(us(5)), unlock(M), lock_irqsave(S), work(us(1)), unlock_irqrestore(S),
+                end_loop()});
     s.time_limit_ns = ms(50);
     return s;
 }

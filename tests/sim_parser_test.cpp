@@ -510,7 +510,7 @@ TEST(SimParser, ErrorMessages)
         {"expect deadlock dedlock\n",
             "t.scn:1:17: error: unknown check 'dedlock' (did you mean 'deadlock'?); checks: mutual_exclusion, "
             "deadlock, "
-            "lost_wakeup, soft_lockup, priority_inversion, no_task_switch, stack_overflow, lock_bug, starvation"},
+            "lost_wakeup, soft_lockup, priority_inversion, no_task_switch, stack_overflow, lock_bug, starvation, lockdep"},
         {"expect deadlock \"deadlock\"\n", "t.scn:1:17: error: check 'deadlock' expected twice"},
         {"trace_lock_words yes\n", "t.scn:1:18: error: expected on or off after 'trace_lock_words', found 'yes'"},
         {"task averyveryverylongname other { }\n",

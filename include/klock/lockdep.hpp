@@ -171,6 +171,8 @@ struct task_counters {
     std::atomic<std::uint64_t> redundant_softirqs_off{0};
 };
 
+class task_host;
+
 // A task's lockdep state: held locks, chain key, irq event stamps (the kernel keeps these in
 // task_struct). The fields belong to the engine; an environment only embeds one per task (all
 // zero: the engine sets it up on the task's first call), passes it to every call, and calls
@@ -200,6 +202,7 @@ struct task_state {
     task_state* reg_prev = nullptr; // registry of live tasks (statistics, reset)
     task_state* reg_next = nullptr;
     detail::stat_table* stat = nullptr; // lock_stat counters, allocated on the task's first event
+    const task_host* host = nullptr;    // set by an environment whose tasks are not OS threads
 
     held_lock held_locks[MAX_LOCK_DEPTH];
 };
@@ -229,6 +232,25 @@ extern std::atomic<std::uint32_t> g_state;
 {
     return (detail::g_state.load(std::memory_order_relaxed) & detail::STATE_TRACK) != 0;
 }
+
+// What the engine asks about a task that is not the calling OS thread (a simulated task, whose
+// CPU is not sched_getcpu()'s and whose stack is a script, not the machine stack): an environment
+// sets task_state::host before the task's first call. Reports and saved traces of that task then
+// take the CPU, the stack, the names of ips and the addresses printed for locks and keys from here
+// instead of from sched_getcpu(), backtrace(), the ELF symbolizer and the objects' real addresses,
+// so a simulated run's reports are the same in every run, byte for byte.
+class task_host {
+public:
+    virtual ~task_host() = default;
+    virtual int cpu() const noexcept = 0;
+    // The task's stack now, innermost frame first; at most `max` frames.
+    virtual unsigned stack(std::uintptr_t* out, unsigned max) const noexcept = 0;
+    // A name for an ip this host handed out (in a stack or as an acquire ip), or for an address()
+    // of a key; `return_address` as in klock::detail::format_symbol.
+    virtual std::string symbol(std::uintptr_t ip, bool return_address) const = 0;
+    // The address a report prints for a lock instance or a lock_class_key.
+    virtual std::uintptr_t address(const void* object) const noexcept = 0;
+};
 
 // ---- entry points, explicit task (any environment) ----
 // `ip` is the caller's address for "at:" lines; 0 means the return address of this call.
@@ -269,6 +291,9 @@ void debug_check_no_locks_held(task_state& ts, const thread_info& ti) noexcept;
 // The task is ending: checks that it holds no locks, folds its counters into the totals and
 // unregisters it. The state may be reused afterwards as a fresh task.
 void task_exit(task_state& ts, const thread_info& ti) noexcept;
+// The state goes away without its task ending (a simulation torn down with tasks still blocked
+// in it): unregisters it without checking anything.
+void task_forget(task_state& ts) noexcept;
 
 // For rwlocks: queued rwlock readers are recursive only in interrupt context (the kernel's
 // read_lock_is_recursive() with CONFIG_QUEUED_RWLOCKS).

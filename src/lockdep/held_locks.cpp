@@ -514,6 +514,15 @@ void task_exit(task_state& ts, const thread_info& ti) noexcept
     ts.gen = 0;
 }
 
+void task_forget(task_state& ts) noexcept
+{
+    task_unregister(ts);
+    ts.depth = 0;
+    ts.curr_chain_key = INITIAL_CHAIN_KEY;
+    ts.resync = false;
+    ts.gen = 0;
+}
+
 // ---- the os world ----
 
 void lock_acquire(lockdep_map& lock, unsigned subclass, int trylock, int read, int check, lockdep_map* nest_lock,

@@ -550,7 +550,8 @@ void stat_reset() noexcept;
 void stat_dump_at_exit() noexcept;
 
 // ---- os world (os.cpp) ----
-int report_cpu() noexcept;
+// The task's CPU for reports: its host's, or the calling thread's.
+int report_cpu(const task_state& ts) noexcept;
 // Before registering a task: false for an os thread that is past its exit hook (its state must
 // not stay in the registry); otherwise arms the exit hook of an os thread.
 bool os_may_register(task_state& ts) noexcept;

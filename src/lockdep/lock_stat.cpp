@@ -72,7 +72,7 @@ namespace detail {
 // docs/lockdep.md ("Memory") quotes these x86-64 sizes: change the two together.
 #if defined(__x86_64__) && defined(__LP64__)
 static_assert(sizeof(lock_class) == 104 && sizeof(lock_list) == 40 && sizeof(lock_chain) == 16);
-static_assert(sizeof(held_lock) == 88 && sizeof(task_state) == 4408 && sizeof(lockdep_map) == 40);
+static_assert(sizeof(held_lock) == 88 && sizeof(task_state) == 4416 && sizeof(lockdep_map) == 40);
 static_assert(sizeof(class_stats) == 224 && sizeof(stat_points) == 64 && sizeof(stat_table) == 1032);
 #endif
 

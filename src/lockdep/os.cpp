@@ -45,8 +45,10 @@ bool os_may_register(task_state& ts) noexcept
     return true;
 }
 
-int report_cpu() noexcept
+int report_cpu(const task_state& ts) noexcept
 {
+    if (ts.host != nullptr)
+        return ts.host->cpu();
     const int cpu = ::sched_getcpu();
     return cpu < 0 ? 0 : cpu;
 }

@@ -91,10 +91,20 @@ public:
     {
         json_ = "{\"type\":" + json_quote(type) + ",\"title\":" + json_quote(title_);
         json_ += ",\"task\":{\"comm\":" + json_quote(ti.comm) + ",\"pid\":" + std::to_string(ti.pid)
-            + ",\"cpu\":" + std::to_string(report_cpu()) + "}";
+            + ",\"cpu\":" + std::to_string(report_cpu(ts)) + "}";
     }
 
     std::string text;
+
+    // Names and addresses as the task's host sees them (a simulated task's are its script's).
+    std::string sym(std::uintptr_t ip, bool return_address = true) const
+    {
+        return ts_.host != nullptr ? ts_.host->symbol(ip, return_address) : symbolize(ip, return_address);
+    }
+    std::uintptr_t addr(const void* object) const noexcept
+    {
+        return ts_.host != nullptr ? ts_.host->address(object) : reinterpret_cast<std::uintptr_t>(object);
+    }
 
     // blank line, '=' rule, title, version line, '-' rule
     void header(std::size_t rule = 0)
@@ -126,17 +136,16 @@ public:
     std::string lock_line(const held_lock& h) const
     {
         const lock_class* c = class_at(h.class_idx);
-        return hex_ptr(reinterpret_cast<std::uintptr_t>(h.instance)) + lock_name_usage(c)
-            + ", at: " + symbolize(h.acquire_ip) + "\n";
+        return hex_ptr(addr(h.instance)) + lock_name_usage(c) + ", at: " + sym(h.acquire_ip) + "\n";
     }
 
-    static std::string lock_json(const held_lock& h)
+    std::string lock_json(const held_lock& h) const
     {
         const lock_class* c = class_at(h.class_idx);
         std::string j = "{\"class\":" + json_quote(class_name(c)) + ",\"usage\":" + json_quote(usage_of(c));
-        j += ",\"instance\":" + jhex(reinterpret_cast<std::uintptr_t>(h.instance));
+        j += ",\"instance\":" + jhex(addr(h.instance));
         j += ",\"read\":" + std::to_string(h.read) + ",\"trylock\":" + (h.trylock ? "true" : "false");
-        j += ",\"ip\":" + jhex(h.acquire_ip) + ",\"at\":" + json_quote(symbolize(h.acquire_ip)) + "}";
+        j += ",\"ip\":" + jhex(h.acquire_ip) + ",\"at\":" + json_quote(sym(h.acquire_ip)) + "}";
         return j;
     }
 
@@ -171,11 +180,11 @@ public:
         std::string arr = "[";
         for (unsigned i = 0; i < v.n; ++i) {
             const auto ip = reinterpret_cast<std::uintptr_t>(v.ip[i]);
-            const std::string sym = symbolize(ip);
-            text += std::string(static_cast<std::size_t>(1 + spaces), ' ') + sym + "\n";
+            const std::string name = sym(ip);
+            text += std::string(static_cast<std::size_t>(1 + spaces), ' ') + name + "\n";
             if (i != 0)
                 arr += ",";
-            arr += "{\"ip\":" + jhex(ip) + ",\"symbol\":" + json_quote(sym) + "}";
+            arr += "{\"ip\":" + jhex(ip) + ",\"symbol\":" + json_quote(name) + "}";
         }
         return arr + "]";
     }
@@ -185,15 +194,15 @@ public:
     {
         void* frames[32];
         const unsigned n = capture_current(ts_, frames, 32);
-        appendf(text, "CPU: %d PID: %d Comm: %s\nCall Trace:\n", report_cpu(), ti_.pid, ti_.comm);
+        appendf(text, "CPU: %d PID: %d Comm: %s\nCall Trace:\n", report_cpu(ts_), ti_.pid, ti_.comm);
         std::string arr = "[";
         for (unsigned i = 0; i < n; ++i) {
             const auto ip = reinterpret_cast<std::uintptr_t>(frames[i]);
-            const std::string sym = symbolize(ip);
-            text += " " + sym + "\n";
+            const std::string name = sym(ip);
+            text += " " + name + "\n";
             if (i != 0)
                 arr += ",";
-            arr += "{\"ip\":" + jhex(ip) + ",\"symbol\":" + json_quote(sym) + "}";
+            arr += "{\"ip\":" + jhex(ip) + ",\"symbol\":" + json_quote(name) + "}";
         }
         field("stack", arr + "]");
     }
@@ -202,7 +211,7 @@ public:
     {
         appendf(text, "irq event stamp: %u\n", ts_.irq_events);
         auto one = [this](const char* what, std::uint32_t ev, std::uintptr_t ip) {
-            appendf(text, "%s at (%u): [<%s>] %s\n", what, ev, hex_ptr(ip).c_str(), symbolize(ip).c_str());
+            appendf(text, "%s at (%u): [<%s>] %s\n", what, ev, hex_ptr(ip).c_str(), sym(ip).c_str());
         };
         one("hardirqs last  enabled", ts_.hardirq_enable_event, ts_.hardirq_enable_ip);
         one("hardirqs last disabled", ts_.hardirq_disable_event, ts_.hardirq_disable_ip);
@@ -265,9 +274,8 @@ void lock_class_header(report& r, const lock_class* c, int depth)
         r.trace(c->usage_traces[bit], len);
     }
     appendf(r.text, "%*s }\n", depth, "");
-    appendf(r.text, "%*s ... key      at: [<%s>] %s\n", depth, "",
-        hex_ptr(reinterpret_cast<std::uintptr_t>(c->key)).c_str(),
-        symbolize(reinterpret_cast<std::uintptr_t>(c->key), false).c_str());
+    appendf(r.text, "%*s ... key      at: [<%s>] %s\n", depth, "", hex_ptr(r.addr(c->key)).c_str(),
+        r.sym(r.addr(c->key), false).c_str());
 }
 
 std::string shortest_dependencies(report& r, lock_list* leaf, lock_list* root)
@@ -615,11 +623,11 @@ void report_unlock_imbalance_locked(
         report r("bad_unlock_balance", "WARNING: bad unlock balance detected!", ts, ti);
         r.header();
         appendf(r.text, "%s/%d is trying to release lock (%s) at:\n", ti.comm, ti.pid, map_name(lock).c_str());
-        appendf(r.text, "[<%s>] %s\n", hex_ptr(ip).c_str(), symbolize(ip).c_str());
+        appendf(r.text, "[<%s>] %s\n", hex_ptr(ip).c_str(), r.sym(ip).c_str());
         r.text += "but there are no more locks to release!\n";
         r.field("lock",
-            "{\"name\":" + json_quote(map_name(lock)) + ",\"instance\":" + jhex(ptr_key(&lock)) + ",\"ip\":" + jhex(ip)
-                + ",\"at\":" + json_quote(symbolize(ip)) + "}");
+            "{\"name\":" + json_quote(map_name(lock)) + ",\"instance\":" + jhex(r.addr(&lock)) + ",\"ip\":" + jhex(ip)
+                + ",\"at\":" + json_quote(r.sym(ip)) + "}");
         r.text += "\nother info that might help us debug this:\n";
         r.held_locks();
         r.finish_with_backtrace();

@@ -73,6 +73,13 @@ const int g_unwinder_loaded = [] {
 // Capture, and drop the frames above the caller of the lockdep entry point.
 unsigned capture(const task_state& ts, void** out, unsigned max)
 {
+    if (ts.host != nullptr) {
+        std::uintptr_t ips[MAX_FRAMES];
+        const unsigned n = ts.host->stack(ips, max < MAX_FRAMES ? max : MAX_FRAMES);
+        for (unsigned i = 0; i < n; ++i)
+            out[i] = reinterpret_cast<void*>(ips[i]);
+        return n;
+    }
     (void)g_unwinder_loaded;
     void* buf[MAX_FRAMES + 16];
     const int got = ::backtrace(buf, MAX_FRAMES + 16);

@@ -140,7 +140,43 @@ scenario abba()
     const int L2 = add_lock(s, "L2", lock_type::mutex);
     add_task(s, "A", policy::other, 0, {lock(L1), work(ms(1)), lock(L2), unlock(L2), unlock(L1)}).affinity = cpu(0);
     add_task(s, "B", policy::other, 0, {lock(L2), work(ms(1)), lock(L1), unlock(L1), unlock(L2)}).affinity = cpu(1);
-    s.expect = {"deadlock"};
+    s.expect = {"deadlock", "lockdep"};
+    return s;
+}
+
+// lockdep's point: the same ABBA order, but B starts after A is done, so this run cannot
+// deadlock - and lockdep still proves that some run can, from the two orders it saw.
+scenario lockdep_abba()
+{
+    scenario s;
+    s.name = "lockdep-abba";
+    s.description = "ABBA order in two tasks that never overlap: no deadlock in this run, lockdep reports the cycle";
+    s.cpus = 2;
+    s.time_limit_ns = ms(100);
+    const int L1 = add_lock(s, "L1", lock_type::mutex);
+    const int L2 = add_lock(s, "L2", lock_type::mutex);
+    add_task(s, "A", policy::other, 0, {lock(L1), work(ms(1)), lock(L2), unlock(L2), unlock(L1)}).affinity = cpu(0);
+    task_spec& b = add_task(s, "B", policy::other, 0, {lock(L2), work(ms(1)), lock(L1), unlock(L1), unlock(L2)});
+    b.affinity = cpu(1);
+    b.start_ns = ms(5);
+    s.expect = {"lockdep"};
+    return s;
+}
+
+// lockdep's irq-safety proof: A takes L with interrupts on, the handler takes L later, when A
+// no longer holds it - no deadlock in this run, but an interrupt during A's hold would spin
+// forever ("inconsistent {HARDIRQ-ON-W} -> {IN-HARDIRQ-W} usage"). spin_lock_irqsave in A fixes it.
+scenario lockdep_irq()
+{
+    scenario s;
+    s.name = "lockdep-irq";
+    s.description = "spinlock taken with irqs on and in a hardirq at another time: lockdep reports the irq inversion";
+    s.cpus = 1;
+    s.time_limit_ns = ms(100);
+    const int L = add_lock(s, "L", lock_type::spinlock);
+    add_irq(s, "dev", 0, {lock(L), work(us(5)), unlock(L)}).at_ns = ms(3);
+    add_task(s, "A", policy::other, 0, {lock(L), work(ms(1)), unlock(L), work(ms(5))});
+    s.expect = {"lockdep"};
     return s;
 }
 
@@ -155,7 +191,7 @@ scenario aa()
     s.time_limit_ns = ms(100);
     const int L = add_lock(s, "L", lock_type::spinlock);
     add_task(s, "A", policy::other, 0, {lock(L), work(us(10)), lock(L), work(us(10)), unlock(L), unlock(L)});
-    s.expect = {"deadlock", "lock bug"};
+    s.expect = {"deadlock", "lock bug", "lockdep"};
     return s;
 }
 
@@ -172,7 +208,7 @@ scenario irq_safety()
     const int L = add_lock(s, "L", lock_type::spinlock);
     add_irq(s, "dev", 0, {lock(L), work(us(5)), unlock(L)}).at_ns = ms(1);
     add_task(s, "A", policy::other, 0, {lock(L), work(ms(2)), unlock(L)});
-    s.expect = {"deadlock", "lock bug"};
+    s.expect = {"deadlock", "lock bug", "lockdep"};
     return s;
 }
 
@@ -244,6 +280,8 @@ constexpr builtin table[] = {
     {"abba", "ABBA deadlock on two mutexes, wait-for cycle printed (seeds/003)", &abba},
     {"aa", "AA: the same spinlock taken twice (seeds/003)", &aa},
     {"irq-safety", "irq handler takes a spinlock held by the task it interrupted (seeds/003)", &irq_safety},
+    {"lockdep-abba", "ABBA order without a deadlock in this run, proven by lockdep", &lockdep_abba},
+    {"lockdep-irq", "spinlock taken with irqs on and in a hardirq at different times: lockdep", &lockdep_irq},
     {"soft-lockup", "spinlock never released, caught by the soft-lockup watchdog (seeds/001)", &soft_lockup},
     {"stack-overflow", "stack overrun caught by STACK_END_MAGIC at the next switch (seeds/003)", &stack_overflow},
     {"explore-ticket", "3 tasks x 2 ticket_spinlock acquisitions on 3 CPUs (for --explore)", &explore_ticket},

@@ -120,6 +120,7 @@ machine::machine(const scenario& s, const options& o) : scn_(s), opt_(o)
 
 machine::~machine()
 {
+    lockdep_teardown();
     destroy_locks();
     stack_pool& pool = stack_pool::local();
     for (auto& t : tasks_)
@@ -219,6 +220,7 @@ void machine::setup()
         cpus_.push_back(std::move(cpu));
     }
     create_locks();
+    lockdep_setup();
     result_.locks.resize(scn_.locks.size());
     check_failed_.assign(std::size(check_names), false);
     for (const char* name : check_names) {

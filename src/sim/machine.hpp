@@ -46,6 +46,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <klock/lockdep.hpp>
 #include <klock/sim/env.hpp>
 #include <klock/sim/fiber.hpp>
 #include <klock/sim/scenario.hpp>
@@ -72,6 +73,28 @@ struct ctx_wait {
     bool contended = false;
     std::uint64_t start = 0;
     int wakeups = 0; // futex wakeups received during this operation (starvation check)
+};
+
+class machine;
+
+// lockdep's view of one simulated task (lockdep.cpp): the engine's per-task state, and the host
+// through which the engine asks for the task's CPU and its stack - the script steps it is in,
+// innermost context first - so that a report names scenario steps and is the same in every run.
+struct task_lockdep final : lockdep::task_host {
+    const machine* m = nullptr;
+    const sim_task* t = nullptr;
+    lockdep::task_state state{};
+
+    int cpu() const noexcept override;
+    unsigned stack(std::uintptr_t* out, unsigned max) const noexcept override;
+    std::string symbol(std::uintptr_t ip, bool return_address) const override;
+    std::uintptr_t address(const void* object) const noexcept override;
+};
+
+// A scenario lock's lockdep identity: one class per scenario lock, named after it.
+struct lock_lockdep {
+    lock_class_key key;
+    lockdep_map map;
 };
 
 struct sim_task : task_base {
@@ -115,6 +138,11 @@ struct sim_task : task_base {
     std::string saved_op[3];               // op_desc of the interrupted context, per handler level
     std::vector<unsigned long> irqsave[3]; // spin_lock_irqsave flags per lock, per context level
     std::string switch_cause;
+    // where each context is in its script (lockdep's stacks): the step being executed per level,
+    // and the interrupt whose handler runs at levels 1 and 2 (-1: none)
+    std::uint32_t pc[3] = {0, 0, 0};
+    int handler[3] = {-1, -1, -1};
+    std::unique_ptr<task_lockdep> ld;
     // inversion tracking (as a waiter)
     bool inv_active = false;
     std::uint64_t inv_start = 0;
@@ -296,6 +324,16 @@ public:
     std::string sanitize_report(const std::string& text) const;
     std::string task_label(const sim_task* t) const;
 
+    // lockdep (lockdep.cpp): every call into the engine goes through these
+    void lockdep_setup();
+    void lockdep_teardown() noexcept;
+    void ld_acquire(int lock, int read, bool trylock);
+    void ld_release(int lock);
+    void ld_hardirqs(bool on);
+    void ld_softirqs(bool on);
+    void ld_task_exit();
+    void collect_reports(const char* check, bool sanitize);
+
     // events
     void emit(event e);
     event base_event(event_kind k) const noexcept;
@@ -311,6 +349,7 @@ public:
     std::vector<std::unique_ptr<sim_cpu>> cpus_;
     std::vector<sim_task*> slots_; // slot -> task (index 0 unused)
     std::vector<lock_obj> locks_;
+    std::unique_ptr<lock_lockdep[]> lock_deps_;
     std::priority_queue<timed_event, std::vector<timed_event>, std::greater<timed_event>> events_;
     std::uint64_t event_seq_ = 0;
     std::uint64_t enqueue_seq_ = 0;
@@ -334,6 +373,9 @@ public:
     std::uint64_t stop_at_ = never; // a deadlock was found: end the run shortly after
     std::uint64_t global_now_ = 0;  // exploration: virtual time, advanced by every step taken
 };
+
+// The kernel's name of a script operation on a lock of type t ("spin_lock", "down_read", ...).
+const char* op_verb(lock_type t, op k);
 
 // The lock word of a scenario lock, read without a scheduling point; and a readable rendering
 // of it (task pointers become task names).

@@ -9,6 +9,7 @@
 
 #include <type_traits>
 
+#include <klock/lockdep.hpp>
 #include <klock/mutex.hpp>
 #include <klock/preempt.hpp>
 #include <klock/report.hpp>
@@ -171,6 +172,8 @@ bool apply_any(lock_obj& L, op k, irq_flags& f)
 }
 
 // The kernel function a step stands for, for traces and reports.
+} // namespace
+
 const char* op_verb(lock_type t, op k)
 {
     const bool spin = t == lock_type::spinlock || t == lock_type::qspinlock || t == lock_type::ticket_spinlock;
@@ -205,8 +208,6 @@ const char* op_verb(lock_type t, op k)
         return to_string(k);
     }
 }
-
-} // namespace
 
 // ---------------------------------------------------------------------------------------------
 // locks
@@ -393,6 +394,7 @@ struct script_runner {
                 ++pc;
                 continue;
             }
+            t->pc[t->level] = static_cast<std::uint32_t>(pc);
             exec(s);
             ++pc;
         }
@@ -425,18 +427,28 @@ struct script_runner {
             t->op_desc = "preempt_enable()";
             kernel::preempt_enable<env>();
             break;
-        case op::local_irq_disable:
+        case op::local_irq_disable: {
+            const bool was_on = !t->ti.irqs_disabled;
             kernel::local_irq_disable<env>();
+            if (was_on)
+                m.ld_hardirqs(false); // trace_hardirqs_off(): after the fact
             break;
+        }
         case op::local_irq_enable:
             t->op_desc = "local_irq_enable()";
+            if (t->ti.irqs_disabled)
+                m.ld_hardirqs(true); // trace_hardirqs_on(): before interrupts can arrive
             kernel::local_irq_enable<env>();
             break;
         case op::local_bh_disable:
             kernel::local_bh_disable<env>();
+            if ((t->ti.preempt_count & SOFTIRQ_MASK) == SOFTIRQ_DISABLE_OFFSET)
+                m.ld_softirqs(false);
             break;
         case op::local_bh_enable:
             t->op_desc = "local_bh_enable()";
+            if ((t->ti.preempt_count & SOFTIRQ_MASK) == SOFTIRQ_DISABLE_OFFSET)
+                m.ld_softirqs(true);
             kernel::local_bh_enable<env>();
             m.deliver_pending(); // __local_bh_enable_ip() runs pending softirqs
             break;
@@ -469,10 +481,19 @@ struct script_runner {
         const bool trylock = s.kind == op::trylock;
         t->op_desc = std::string(op_verb(L.type, s.kind)) + "(" + L.name + ")";
         m.lock_op_begin(s.lock, shared, trylock, t->op_desc.c_str());
+        // lockdep hears of a lock before it is waited for (so that a deadlock is reported before
+        // it happens), of a trylock only once it succeeded - where the kernel's wrappers call it.
+        const int read = !shared          ? lockdep::WRITE
+            : L.type == lock_type::rwlock ? lockdep::rwlock_read_mode(t->ti)
+                                          : lockdep::READ;
+        if (!trylock)
+            lockdep_acquire_before(s, read);
         const std::uint64_t before = klock::report_count();
         const bool ok = apply_any(L, s.kind, flags[s.lock]);
         // A lock that reported a misuse (recursion) did not take the lock again.
         const bool refused = klock::report_count() != before;
+        if (trylock && ok && !refused)
+            m.ld_acquire(s.lock, read, true);
         m.lock_op_end(s.lock, shared, ok && !refused);
         if (m.scn_.trace_lock_words || m.opt_.trace_lock_words)
             m.marker(L.name + ": " + describe_word(m, L, lock_word(L)) + " after " + t->op_desc, t->index, s.lock);
@@ -485,9 +506,27 @@ struct script_runner {
         const bool shared = s.kind == op::unlock_read;
         t->op_desc = std::string(op_verb(L.type, s.kind)) + "(" + L.name + ")";
         m.unlock_op(s.lock, shared);
+        m.ld_release(s.lock);
+        // spin_unlock_irqrestore() to interrupts on: traced before they are on.
+        if (s.kind == op::unlock_irqrestore && flags[s.lock] == 0 && t->ti.irqs_disabled)
+            m.ld_hardirqs(true);
         apply_any(L, s.kind, flags[s.lock]);
         if (m.scn_.trace_lock_words || m.opt_.trace_lock_words)
             m.marker(L.name + ": " + describe_word(m, L, lock_word(L)) + " after " + t->op_desc, t->index, s.lock);
+    }
+
+    // spin_lock_irqsave() disables interrupts before it takes the lock: lockdep sees them off
+    // (traced, and in the acquisition's context) although the lock call below does the disabling.
+    void lockdep_acquire_before(const step& s, int read)
+    {
+        if (s.kind != op::lock_irqsave || t->ti.irqs_disabled) {
+            m.ld_acquire(s.lock, read, false);
+            return;
+        }
+        t->ti.irqs_disabled = true; // no scheduling point until it is cleared again
+        m.ld_hardirqs(false);
+        m.ld_acquire(s.lock, read, false);
+        t->ti.irqs_disabled = false;
     }
 
     // Busy for `ns` of this CPU's time: interruptible, preemptible if the context is.
@@ -536,8 +575,10 @@ void machine::run_irq_handler(int irq, bool soft) noexcept
     const int saved_level = t->level;
     t->level = soft ? 1 : 2;
     t->saved_op[t->level] = t->op_desc; // (not a local: see script_runner)
+    t->handler[t->level] = irq;
     script_runner r(*this, t);
     r.run(scn_.irqs[static_cast<std::size_t>(irq)].handler);
+    t->handler[t->level] = -1;
     t->op_desc = t->saved_op[t->level];
     t->level = saved_level;
 }
@@ -551,6 +592,7 @@ void machine::exit_task() noexcept
             t->ti.preempt_count);
         fail("lock bug", buf);
     }
+    ld_task_exit();
     account(t, hot_.now);
     t->state = tstate::dead;
     result_.tasks[static_cast<std::size_t>(t->index)].exited = true;
@@ -697,7 +739,9 @@ void machine::handle_hardirq(int irq) noexcept
 {
     sim_cpu& c = cur_cpu();
     sim_task* t = cur_task();
+    // Delivered only while interrupts are on (deliver_pending): entry turns them off.
     t->ti.irqs_disabled = true;
+    ld_hardirqs(false);
     t->ti.preempt_count += HARDIRQ_OFFSET;
     event e = base_event(event_kind::irq_entry);
     e.irq = irq;
@@ -720,6 +764,7 @@ void machine::handle_hardirq(int irq) noexcept
     e.task = t->index;
     emit(e);
     t->ti.preempt_count -= HARDIRQ_OFFSET;
+    ld_hardirqs(true);
     t->ti.irqs_disabled = false;
 }
 
@@ -731,6 +776,8 @@ void machine::run_softirqs() noexcept
         const int irq = c.pending_softirqs.front();
         c.pending_softirqs.pop_front();
         t->ti.preempt_count += SOFTIRQ_OFFSET;
+        if ((t->ti.preempt_count & SOFTIRQ_MASK) == SOFTIRQ_OFFSET)
+            ld_softirqs(false);
         event e = base_event(event_kind::softirq_entry);
         e.irq = irq;
         e.task = t->index;
@@ -740,6 +787,8 @@ void machine::run_softirqs() noexcept
         e.irq = irq;
         e.task = t->index;
         emit(e);
+        if ((t->ti.preempt_count & SOFTIRQ_MASK) == SOFTIRQ_OFFSET)
+            ld_softirqs(true);
         t->ti.preempt_count -= SOFTIRQ_OFFSET;
     }
 }

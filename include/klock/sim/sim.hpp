@@ -93,6 +93,7 @@ inline constexpr const char* check_names[] = {
     "stack overflow",
     "lock bug",
     "starvation",
+    "lockdep",
 };
 
 // The result's check of that name (null if absent).
