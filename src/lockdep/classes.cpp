@@ -164,8 +164,22 @@ lock_class* register_lock_class(task_state& ts, const thread_info& ti, lockdep_m
 void reset_classes_locked() noexcept
 {
     graph_state& gs = graph();
-    for (auto& slot : g_class_hash)
-        slot.store(0, std::memory_order_relaxed);
+    // Few classes (a simulator resets per run): clear each one's slot, found by its key; many:
+    // sweep the table.
+    if (gs.nr_classes < CLASSHASH_SIZE / 64) {
+        for (unsigned c = 0; c < gs.nr_classes; ++c) {
+            unsigned i = key_hash(class_at(c)->key);
+            for (unsigned n = 0; n < CLASSHASH_SIZE; ++n, i = (i + 1) & (CLASSHASH_SIZE - 1)) {
+                if (g_class_hash[i].load(std::memory_order_relaxed) == c + 1) {
+                    g_class_hash[i].store(0, std::memory_order_relaxed);
+                    break;
+                }
+            }
+        }
+    } else {
+        for (auto& slot : g_class_hash)
+            slot.store(0, std::memory_order_relaxed);
+    }
     for (unsigned i = 0; i < gs.nr_classes; ++i) {
         lock_class* c = class_at(i);
         c->key = nullptr;

@@ -545,7 +545,7 @@ void stat_acquired(task_state& ts, held_lock& h, lockdep_map& lock, std::uintptr
 // Task exit (registry lock held): fold the task's counters into the total and unmap them.
 void stat_task_exit_locked(task_state& ts) noexcept;
 // reset(): forget everything counted (class indices are about to be reused).
-void stat_reset() noexcept;
+void stat_reset(unsigned classes_used) noexcept; // classes [0, classes_used) may have counts
 // KLOCK_LOCK_STAT_DUMP at exit (called from the exit dump).
 void stat_dump_at_exit() noexcept;
 

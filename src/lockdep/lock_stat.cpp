@@ -256,7 +256,9 @@ unsigned lock_point(std::atomic<std::uintptr_t> (&points)[LOCKSTAT_POINTS], std:
     return LOCKSTAT_POINTS;
 }
 
-void clear_locked() noexcept
+// Classes from `used` on have not been written since the last clear (a class index is handed out
+// before anything is counted for it, and every clear covers all the indices handed out).
+void clear_locked(unsigned used) noexcept
 {
     std::uint32_t e = g_stat_epoch.load(std::memory_order_relaxed) + 1;
     if (e == 0)
@@ -264,7 +266,8 @@ void clear_locked() noexcept
     g_stat_epoch.store(e, std::memory_order_release);
     if (g_exited != nullptr)
         zero_table(*g_exited, e);
-    for (stat_points& p : g_stat_points) {
+    for (unsigned i = 0; i < used && i < std::size(g_stat_points); ++i) {
+        stat_points& p = g_stat_points[i];
         for (auto& ip : p.contention)
             ip.store(0, std::memory_order_relaxed);
         for (auto& ip : p.contending)
@@ -406,10 +409,10 @@ void stat_task_exit_locked(task_state& ts) noexcept
     free_table(t);
 }
 
-void stat_reset() noexcept
+void stat_reset(unsigned classes_used) noexcept
 {
     std::lock_guard<std::mutex> g(registry_mutex());
-    clear_locked();
+    clear_locked(classes_used);
 }
 
 namespace {
@@ -612,7 +615,16 @@ void set_enabled(bool on) noexcept
 
 bool enabled() noexcept { return (g_state.load(std::memory_order_relaxed) & STATE_STAT) != 0; }
 
-void clear() noexcept { stat_reset(); }
+void clear() noexcept
+{
+    graph_state& gs = graph();
+    unsigned used = 0;
+    {
+        std::lock_guard<std::mutex> guard(gs.lock);
+        used = gs.nr_classes;
+    }
+    stat_reset(used);
+}
 
 std::string proc()
 {

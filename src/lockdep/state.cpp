@@ -224,8 +224,10 @@ using namespace detail;
 void reset() noexcept
 {
     graph_state& g = graph();
+    unsigned classes_used = 0;
     {
         std::lock_guard<std::mutex> guard(g.lock);
+        classes_used = g.nr_classes;
         reset_graph_locked();
         reset_chains_locked();
         reset_classes_locked();
@@ -244,7 +246,7 @@ void reset() noexcept
         publish_state_locked();
     }
     reset_task_counters();
-    stat_reset();
+    stat_reset(classes_used);
     // The caller starts clean in the new generation (it is the one resetting, so it is not
     // holding anything it expects lockdep to remember).
     task_state& ts = current_task_state();
