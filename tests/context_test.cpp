@@ -186,3 +186,73 @@ TEST(Task, ConcurrentlyStartedThreadsGetDistinctSlots)
 }
 
 } // namespace
+
+namespace {
+
+// Task records are type-stable (env/os.hpp): a record outlives its thread, is readable through a
+// stale pointer, and goes to a later thread together with its slot.
+TEST(Task, RecordOutlivesItsThreadAndIsRecycled)
+{
+    using os = klock::env::os;
+    os::task* gone = nullptr;
+    std::uint32_t gone_slot = 0;
+    std::thread([&] {
+        gone = os::current();
+        gone_slot = os::info(gone).slot;
+    }).join();
+    ASSERT_NE(gone, nullptr);
+    ASSERT_NE(gone_slot, 0u);
+    // What a spinner holding a stale owner pointer reads: memory that is still there.
+    EXPECT_TRUE(os::task_on_cpu(gone));
+    EXPECT_EQ(os::task_from_slot(gone_slot), nullptr) << "a free slot still names a task";
+    // The lowest free slot goes first: the next thread gets the same slot and the same record,
+    // reset to a new task's state, with its own thread id.
+    os::task* next = nullptr;
+    int next_tid = 0, next_pid_in_record = -1;
+    std::uint32_t next_preempt = 1;
+    std::thread([&] {
+        next = os::current();
+        next_tid = static_cast<int>(::gettid());
+        next_pid_in_record = os::task_pid(next);
+        next_preempt = os::info(next).preempt_count;
+        EXPECT_EQ(os::task_from_slot(os::info(next).slot), next);
+    }).join();
+    EXPECT_EQ(next, gone);
+    EXPECT_EQ(next_pid_in_record, next_tid);
+    EXPECT_EQ(next_preempt, 0u);
+}
+
+// A pthread key destructor that runs after klock's own (keys are destroyed in creation order, and
+// klock's key exists before main) may still take locks: it gets a record of its own, without a
+// slot, never the record its thread just gave back.
+pthread_key_t late_key;
+std::atomic<klock::env::os::task*> late_seen{nullptr};
+std::atomic<std::uint32_t> late_slot{~0u};
+std::atomic<int> late_pid{0};
+
+TEST(Task, KeyDestructorAfterExitGetsItsOwnRecord)
+{
+    using os = klock::env::os;
+    ASSERT_EQ(::pthread_key_create(&late_key,
+                  [](void*) {
+                      os::task* t = os::current();
+                      late_seen.store(t);
+                      late_slot.store(os::info(t).slot);
+                      late_pid.store(os::task_pid(t));
+                  }),
+        0);
+    os::task* during = nullptr;
+    int tid = 0;
+    std::thread([&] {
+        during = os::current();
+        tid = static_cast<int>(::gettid());
+        ::pthread_setspecific(late_key, &late_key);
+    }).join();
+    ::pthread_key_delete(late_key);
+    ASSERT_NE(late_seen.load(), nullptr);
+    EXPECT_NE(late_seen.load(), during) << "the exiting thread kept the record it gave back";
+    EXPECT_EQ(late_slot.load(), 0u);
+    EXPECT_EQ(late_pid.load(), tid);
+}
+
+} // namespace

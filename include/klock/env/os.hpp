@@ -1,8 +1,13 @@
 // The os environment: real threads, std::atomic, Linux futexes.
 //
-// The task record is a thread_local with trivial construction, so reaching it is one
-// TLS-relative address computation; its slow initialisation (gettid, a task slot, the thread
-// name) runs once per thread on first use.
+// The task record of a thread lives in a static table indexed by the thread's task slot, and
+// the thread reaches it through a thread_local pointer (one TLS load; its slow initialisation -
+// gettid, a slot, the thread name - runs once per thread on first use). The table is never
+// freed: a record outlives its thread and is reused by a later one, like the kernel's task
+// structs freed only after an RCU grace period. So a spinner that read an owner pointer from a
+// lock word may still read that owner's record after the owner has unlocked and exited - it sees
+// some thread's state, a hint it re-checks against the lock word, never unmapped memory (a
+// thread_local record would live in the dead thread's stack area, which glibc may unmap).
 #pragma once
 
 #include <atomic>
@@ -26,8 +31,9 @@ struct os_task {
 };
 
 namespace detail {
-extern thread_local constinit os_task tls_task __attribute__((tls_model("initial-exec")));
-void os_task_init(os_task* t) noexcept;
+extern thread_local constinit os_task* tls_task __attribute__((tls_model("initial-exec")));
+// Sets up the calling thread's record and returns it.
+os_task* os_task_init() noexcept;
 os_task* os_task_from_slot(std::uint32_t slot) noexcept;
 int os_current_cpu() noexcept;
 int os_current_prio() noexcept;
@@ -46,9 +52,9 @@ struct os {
 
     [[gnu::always_inline]] static task* current() noexcept
     {
-        task* t = &detail::tls_task;
-        if (__builtin_expect(t->ti.pid == 0, 0))
-            detail::os_task_init(t);
+        task* t = detail::tls_task;
+        if (__builtin_expect(t == nullptr, 0))
+            t = detail::os_task_init();
         return t;
     }
     static thread_info& info(task* t) noexcept { return t->ti; }
