@@ -57,10 +57,13 @@ std::size_t lock_align(lock_type t)
     return alignof(std::max_align_t);
 }
 
-// One script operation on one lock, in the lock's own API. Returns whether it acquired (for
-// lock-type operations) or true. Thread-safety analysis cannot follow a lock taken in one call
-// and released in another.
-template <class A> bool apply(basic_raw_spinlock<A, env>& l, op k, irq_flags& f) KLOCK_NO_THREAD_SAFETY_ANALYSIS
+// One script operation on one lock, through the standard Lockable / SharedLockable names every
+// klock lock has (a rwlock's lock() is write_lock(), a rw_semaphore's lock_shared() is
+// down_read(), ...) and the irqsave pair where the lock has one (spinlocks: lock_irqsave, the
+// rwlock: write_lock_irqsave). Returns whether it acquired (for lock-type operations) or true;
+// false for an operation the lock lacks (validate() keeps scripts from asking for one).
+// Thread-safety analysis cannot follow a lock taken in one call and released in another.
+template <class L> bool apply(L& l, op k, irq_flags& f) KLOCK_NO_THREAD_SAFETY_ANALYSIS
 {
     switch (k) {
     case op::lock:
@@ -71,81 +74,36 @@ template <class A> bool apply(basic_raw_spinlock<A, env>& l, op k, irq_flags& f)
         return true;
     case op::trylock:
         return l.try_lock();
-    case op::lock_irqsave:
-        f = l.lock_irqsave();
-        return true;
-    case op::unlock_irqrestore:
-        l.unlock_irqrestore(f);
-        return true;
-    default:
-        return false;
-    }
-}
-
-bool apply(rwlock_t& l, op k, irq_flags& f) KLOCK_NO_THREAD_SAFETY_ANALYSIS
-{
-    switch (k) {
-    case op::lock:
-        l.write_lock();
-        return true;
-    case op::unlock:
-        l.write_unlock();
-        return true;
-    case op::trylock:
-        return l.write_trylock();
     case op::lock_read:
-        l.read_lock();
-        return true;
+        if constexpr (requires { l.lock_shared(); }) {
+            l.lock_shared();
+            return true;
+        }
+        return false;
     case op::unlock_read:
-        l.read_unlock();
-        return true;
+        if constexpr (requires { l.unlock_shared(); }) {
+            l.unlock_shared();
+            return true;
+        }
+        return false;
     case op::lock_irqsave:
-        f = l.write_lock_irqsave();
-        return true;
+        if constexpr (requires { l.lock_irqsave(); }) {
+            f = l.lock_irqsave();
+            return true;
+        } else if constexpr (requires { l.write_lock_irqsave(); }) {
+            f = l.write_lock_irqsave();
+            return true;
+        }
+        return false;
     case op::unlock_irqrestore:
-        l.write_unlock_irqrestore(f);
-        return true;
-    default:
+        if constexpr (requires { l.unlock_irqrestore(f); }) {
+            l.unlock_irqrestore(f);
+            return true;
+        } else if constexpr (requires { l.write_unlock_irqrestore(f); }) {
+            l.write_unlock_irqrestore(f);
+            return true;
+        }
         return false;
-    }
-}
-
-// The sleeping exclusive locks (mutex, rt_mutex): Lockable, nothing else a script can ask of them.
-template <class L>
-requires std::is_same_v<L, mutex_t> || std::is_same_v<L, rtmutex_t>
-bool apply(L& l, op k, irq_flags&) KLOCK_NO_THREAD_SAFETY_ANALYSIS
-{
-    switch (k) {
-    case op::lock:
-        l.lock();
-        return true;
-    case op::unlock:
-        l.unlock();
-        return true;
-    case op::trylock:
-        return l.try_lock();
-    default:
-        return false;
-    }
-}
-
-bool apply(rwsem_t& l, op k, irq_flags&) KLOCK_NO_THREAD_SAFETY_ANALYSIS
-{
-    switch (k) {
-    case op::lock:
-        l.down_write();
-        return true;
-    case op::unlock:
-        l.up_write();
-        return true;
-    case op::trylock:
-        return l.down_write_trylock();
-    case op::lock_read:
-        l.down_read();
-        return true;
-    case op::unlock_read:
-        l.up_read();
-        return true;
     default:
         return false;
     }
