@@ -12,6 +12,17 @@ namespace {
 
 using namespace build;
 
+// What every built-in sets first.
+scenario base(const char* name, const char* description, unsigned cpus, std::uint64_t time_limit_ns)
+{
+    scenario s;
+    s.name = name;
+    s.description = description;
+    s.cpus = cpus;
+    s.time_limit_ns = time_limit_ns;
+    return s;
+}
+
 // seeds/003: high-priority A (cpu#1) waits for a lock held by low-priority C (cpu#0); medium B
 // preempts C. With a mutex A waits for all of B's 200 ms (unbounded inversion); with an
 // rt_mutex C inherits A's priority, B cannot preempt it, and A waits only for the rest of C's
@@ -47,11 +58,8 @@ scenario pi_rt_mutex() { return priority_inversion(lock_type::rt_mutex); }
 // inside the region.
 scenario switch_spin_unlock()
 {
-    scenario s;
-    s.name = "switch-on-spin-unlock";
-    s.description = "seeds/000: spin_unlock's preempt_enable() switches to a woken task inside a no-switch region";
-    s.cpus = 2;
-    s.time_limit_ns = ms(100);
+    scenario s = base("switch-on-spin-unlock",
+        "seeds/000: spin_unlock's preempt_enable() switches to a woken task inside a no-switch region", 2, ms(100));
     const int S = add_lock(s, "S", lock_type::spinlock);
     add_task(
         s, "L", policy::fifo, 10, {no_switch_begin(), lock(S), work(ms(2)), unlock(S), work(ms(1)), no_switch_end()})
@@ -69,11 +77,8 @@ scenario switch_spin_unlock()
 // region, when local_irq_enable() lets the IPI in.
 scenario no_switch_irqs_off()
 {
-    scenario s;
-    s.name = "no-switch-irqs-off";
-    s.description = "seeds/000: the same with interrupts off - spin_unlock does not switch; H runs after the region";
-    s.cpus = 2;
-    s.time_limit_ns = ms(100);
+    scenario s = base("no-switch-irqs-off",
+        "seeds/000: the same with interrupts off - spin_unlock does not switch; H runs after the region", 2, ms(100));
     const int S = add_lock(s, "S", lock_type::spinlock);
     add_task(s, "L", policy::fifo, 10,
         {no_switch_begin(), irq_disable(), lock(S), work(ms(2)), unlock(S), work(ms(1)), no_switch_end(), irq_enable()})
@@ -90,11 +95,8 @@ scenario no_switch_irqs_off()
 // a mutex must not be used there at all.
 scenario switch_mutex_unlock()
 {
-    scenario s;
-    s.name = "switch-on-mutex-unlock";
-    s.description = "seeds/000: mutex_unlock wakes a higher-priority waiter, which runs at once, inside the region";
-    s.cpus = 2;
-    s.time_limit_ns = ms(100);
+    scenario s = base("switch-on-mutex-unlock",
+        "seeds/000: mutex_unlock wakes a higher-priority waiter, which runs at once, inside the region", 2, ms(100));
     const int M = add_lock(s, "M", lock_type::mutex);
     add_task(
         s, "L", policy::fifo, 10, {lock(M), work(ms(2)), no_switch_begin(), unlock(M), work(ms(1)), no_switch_end()})
@@ -112,11 +114,8 @@ scenario switch_mutex_unlock()
 // after every operation: tickets are served strictly in arrival order.
 scenario ticket_fifo()
 {
-    scenario s;
-    s.name = "ticket-fifo";
-    s.description = "seeds/001-002: ticket spinlock hand-over in FIFO order, with the lock word at every step";
-    s.cpus = 4;
-    s.time_limit_ns = ms(10);
+    scenario s = base("ticket-fifo",
+        "seeds/001-002: ticket spinlock hand-over in FIFO order, with the lock word at every step", 4, ms(10));
     s.trace_lock_words = true;
     const int T = add_lock(s, "T", lock_type::ticket_spinlock);
     const char* names[] = {"A", "B", "C", "D"};
@@ -131,11 +130,8 @@ scenario ticket_fifo()
 // seeds/003: ABBA. A takes L1 then L2, B takes L2 then L1: both sleep forever.
 scenario abba()
 {
-    scenario s;
-    s.name = "abba";
-    s.description = "seeds/003: ABBA deadlock between two tasks on two mutexes (the wait-for cycle is printed)";
-    s.cpus = 2;
-    s.time_limit_ns = ms(100);
+    scenario s = base("abba",
+        "seeds/003: ABBA deadlock between two tasks on two mutexes (the wait-for cycle is printed)", 2, ms(100));
     const int L1 = add_lock(s, "L1", lock_type::mutex);
     const int L2 = add_lock(s, "L2", lock_type::mutex);
     add_task(s, "A", policy::other, 0, {lock(L1), work(ms(1)), lock(L2), unlock(L2), unlock(L1)}).affinity = cpu(0);
@@ -148,11 +144,8 @@ scenario abba()
 // deadlock - and lockdep still proves that some run can, from the two orders it saw.
 scenario lockdep_abba()
 {
-    scenario s;
-    s.name = "lockdep-abba";
-    s.description = "ABBA order in two tasks that never overlap: no deadlock in this run, lockdep reports the cycle";
-    s.cpus = 2;
-    s.time_limit_ns = ms(100);
+    scenario s = base("lockdep-abba",
+        "ABBA order in two tasks that never overlap: no deadlock in this run, lockdep reports the cycle", 2, ms(100));
     const int L1 = add_lock(s, "L1", lock_type::mutex);
     const int L2 = add_lock(s, "L2", lock_type::mutex);
     add_task(s, "A", policy::other, 0, {lock(L1), work(ms(1)), lock(L2), unlock(L2), unlock(L1)}).affinity = cpu(0);
@@ -168,11 +161,8 @@ scenario lockdep_abba()
 // forever ("inconsistent {HARDIRQ-ON-W} -> {IN-HARDIRQ-W} usage"). spin_lock_irqsave in A fixes it.
 scenario lockdep_irq()
 {
-    scenario s;
-    s.name = "lockdep-irq";
-    s.description = "spinlock taken with irqs on and in a hardirq at another time: lockdep reports the irq inversion";
-    s.cpus = 1;
-    s.time_limit_ns = ms(100);
+    scenario s = base("lockdep-irq",
+        "spinlock taken with irqs on and in a hardirq at another time: lockdep reports the irq inversion", 1, ms(100));
     const int L = add_lock(s, "L", lock_type::spinlock);
     add_irq(s, "dev", 0, {lock(L), work(us(5)), unlock(L)}).at_ns = ms(3);
     add_task(s, "A", policy::other, 0, {lock(L), work(ms(1)), unlock(L), work(ms(5))});
@@ -184,11 +174,8 @@ scenario lockdep_irq()
 // own lock; klock's debug layer reports "spinlock recursion" and refuses the second lock.
 scenario aa()
 {
-    scenario s;
-    s.name = "aa";
-    s.description = "seeds/003: the same spinlock taken twice (self-deadlock; klock reports spinlock recursion)";
-    s.cpus = 1;
-    s.time_limit_ns = ms(100);
+    scenario s = base(
+        "aa", "seeds/003: the same spinlock taken twice (self-deadlock; klock reports spinlock recursion)", 1, ms(100));
     const int L = add_lock(s, "L", lock_type::spinlock);
     add_task(s, "A", policy::other, 0, {lock(L), work(us(10)), lock(L), work(us(10)), unlock(L), unlock(L)});
     s.expect = {"deadlock", "lock bug", "lockdep"};
@@ -199,12 +186,9 @@ scenario aa()
 // takes L in its handler, which would spin forever: the CPU never returns to A.
 scenario irq_safety()
 {
-    scenario s;
-    s.name = "irq-safety";
-    s.description
-        = "seeds/003: an irq handler takes a spinlock its CPU's interrupted task holds (spin_lock, not _irqsave)";
-    s.cpus = 1;
-    s.time_limit_ns = ms(100);
+    scenario s = base("irq-safety",
+        "seeds/003: an irq handler takes a spinlock its CPU's interrupted task holds (spin_lock, not _irqsave)", 1,
+        ms(100));
     const int L = add_lock(s, "L", lock_type::spinlock);
     add_irq(s, "dev", 0, {lock(L), work(us(5)), unlock(L)}).at_ns = ms(1);
     add_task(s, "A", policy::other, 0, {lock(L), work(ms(2)), unlock(L)});
@@ -217,11 +201,9 @@ scenario irq_safety()
 // suspected" first.
 scenario soft_lockup()
 {
-    scenario s;
-    s.name = "soft-lockup";
-    s.description = "seeds/001: a spinlock never released; the waiter's CPU is caught by the soft-lockup watchdog";
-    s.cpus = 2;
-    s.time_limit_ns = 10 * 1000 * ms(1);
+    scenario s = base("soft-lockup",
+        "seeds/001: a spinlock never released; the waiter's CPU is caught by the soft-lockup watchdog", 2,
+        10 * 1000 * ms(1));
     s.soft_lockup_ns = 2 * 1000 * ms(1);
     const int L = add_lock(s, "L", lock_type::spinlock);
     add_task(s, "A", policy::other, 0, {lock(L), loop(0), work(ms(1)), end_loop(), unlock(L)}).affinity = cpu(0);
@@ -236,11 +218,8 @@ scenario soft_lockup()
 // the end of the stack is overwritten, and the next switch finds it.
 scenario stack_overflow()
 {
-    scenario s;
-    s.name = "stack-overflow";
-    s.description = "seeds/003: a task overruns its 16 KiB stack; STACK_END_MAGIC is found overwritten at the switch";
-    s.cpus = 1;
-    s.time_limit_ns = ms(100);
+    scenario s = base("stack-overflow",
+        "seeds/003: a task overruns its 16 KiB stack; STACK_END_MAGIC is found overwritten at the switch", 1, ms(100));
     add_task(s, "A", policy::other, 0, {work(us(10)), recurse(6, 3 * 1024), work(us(10))}).stack_size = 16 * 1024;
     s.expect = {"stack overflow"};
     return s;
