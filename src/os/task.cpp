@@ -30,7 +30,7 @@ namespace {
 constexpr std::uint32_t max_slots = (1u << 14) - 1;
 
 // Never freed; untouched pages of it cost no memory.
-constinit os_task g_records[max_slots + 1];
+constinit os_task g_records[max_slots + 1] = {};
 std::atomic<bool> g_slot_used[max_slots + 1];
 std::atomic<std::uint32_t> slots_ever_used{0}; // high-water mark: slots 1..this were handed out
 
