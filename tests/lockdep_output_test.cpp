@@ -1,11 +1,13 @@
 // lockdep's output formats: the /proc/lockdep, /proc/lockdep_chains and /proc/lockdep_stats
 // layouts, the chain-cache counters, the dump at exit, and the JSON object of each report (parsed
-// here by a small JSON parser, so a malformed object fails the test).
+// here by the strict parser of support/json.hpp, so a malformed object fails the test).
 #include <gtest/gtest.h>
 
 #include <klock/lockdep.hpp>
 #include <klock/preempt.hpp>
 #include <klock/report.hpp>
+
+#include "support/json.hpp"
 
 #include <cinttypes>
 #include <cstdio>
@@ -25,6 +27,9 @@ namespace {
 namespace ld = klock::lockdep;
 using klock::lock_class_key;
 using klock::lockdep_map;
+using klock::test::json_kind;
+using klock::test::json_parser;
+using klock::test::json_value;
 
 lock_class_key key_a, key_b;
 lockdep_map lock_a{"A", &key_a};
@@ -62,225 +67,14 @@ std::string stat_max(const char* label, unsigned long v, unsigned long max)
     return buf;
 }
 
-// ---- a small JSON parser (enough to prove the objects are well formed) ----
-
-struct jvalue {
-    enum kind_t { null, boolean, number, string, array, object } kind = null;
-    bool b = false;
-    double n = 0;
-    std::string s;
-    std::vector<jvalue> a;
-    std::vector<std::string> keys; // object members: keys[i] -> values[i]
-    std::vector<jvalue> values;
-
-    const jvalue* get(const std::string& key) const
-    {
-        for (std::size_t i = 0; i < keys.size(); ++i)
-            if (keys[i] == key)
-                return &values[i];
-        return nullptr;
-    }
-    std::string str(const std::string& key) const
-    {
-        const jvalue* v = get(key);
-        return v != nullptr && v->kind == string ? v->s : std::string("<missing>");
-    }
-};
-
-class jparser {
-public:
-    explicit jparser(const std::string& t) : t_(t) { }
-    bool parse(jvalue& v)
-    {
-        if (!value(v))
-            return false;
-        ws();
-        return p_ == t_.size();
-    }
-
-private:
-    void ws()
-    {
-        while (p_ < t_.size() && (t_[p_] == ' ' || t_[p_] == '\n' || t_[p_] == '\t' || t_[p_] == '\r'))
-            ++p_;
-    }
-    bool lit(const char* w)
-    {
-        const std::size_t n = std::char_traits<char>::length(w);
-        if (t_.compare(p_, n, w) != 0)
-            return false;
-        p_ += n;
-        return true;
-    }
-    bool str(std::string& out)
-    {
-        if (p_ >= t_.size() || t_[p_] != '"')
-            return false;
-        ++p_;
-        while (p_ < t_.size() && t_[p_] != '"') {
-            char c = t_[p_++];
-            if (static_cast<unsigned char>(c) < 0x20)
-                return false; // control characters must be escaped
-            if (c == '\\') {
-                if (p_ >= t_.size())
-                    return false;
-                const char e = t_[p_++];
-                switch (e) {
-                case '"':
-                case '\\':
-                case '/':
-                    out += e;
-                    break;
-                case 'n':
-                    out += '\n';
-                    break;
-                case 't':
-                    out += '\t';
-                    break;
-                case 'r':
-                    out += '\r';
-                    break;
-                case 'b':
-                    out += '\b';
-                    break;
-                case 'f':
-                    out += '\f';
-                    break;
-                case 'u': {
-                    if (p_ + 4 > t_.size())
-                        return false;
-                    const unsigned long cp = std::stoul(t_.substr(p_, 4), nullptr, 16);
-                    p_ += 4;
-                    out += static_cast<char>(cp < 0x80 ? cp : '?');
-                    break;
-                }
-                default:
-                    return false;
-                }
-            } else {
-                out += c;
-            }
-        }
-        if (p_ >= t_.size())
-            return false;
-        ++p_;
-        return true;
-    }
-    bool value(jvalue& v)
-    {
-        ws();
-        if (p_ >= t_.size())
-            return false;
-        const char c = t_[p_];
-        if (c == '{') {
-            v.kind = jvalue::object;
-            ++p_;
-            ws();
-            if (p_ < t_.size() && t_[p_] == '}') {
-                ++p_;
-                return true;
-            }
-            for (;;) {
-                ws();
-                std::string k;
-                if (!str(k))
-                    return false;
-                ws();
-                if (p_ >= t_.size() || t_[p_++] != ':')
-                    return false;
-                jvalue child;
-                if (!value(child))
-                    return false;
-                v.keys.push_back(std::move(k));
-                v.values.push_back(std::move(child));
-                ws();
-                if (p_ >= t_.size())
-                    return false;
-                if (t_[p_] == ',') {
-                    ++p_;
-                    continue;
-                }
-                if (t_[p_] == '}') {
-                    ++p_;
-                    return true;
-                }
-                return false;
-            }
-        }
-        if (c == '[') {
-            v.kind = jvalue::array;
-            ++p_;
-            ws();
-            if (p_ < t_.size() && t_[p_] == ']') {
-                ++p_;
-                return true;
-            }
-            for (;;) {
-                jvalue child;
-                if (!value(child))
-                    return false;
-                v.a.push_back(std::move(child));
-                ws();
-                if (p_ >= t_.size())
-                    return false;
-                if (t_[p_] == ',') {
-                    ++p_;
-                    continue;
-                }
-                if (t_[p_] == ']') {
-                    ++p_;
-                    return true;
-                }
-                return false;
-            }
-        }
-        if (c == '"') {
-            v.kind = jvalue::string;
-            return str(v.s);
-        }
-        if (lit("true")) {
-            v.kind = jvalue::boolean;
-            v.b = true;
-            return true;
-        }
-        if (lit("false")) {
-            v.kind = jvalue::boolean;
-            return true;
-        }
-        if (lit("null"))
-            return true;
-        const std::size_t start = p_;
-        if (p_ < t_.size() && t_[p_] == '-')
-            ++p_;
-        while (p_ < t_.size()
-            && ((t_[p_] >= '0' && t_[p_] <= '9') || t_[p_] == '.' || t_[p_] == 'e' || t_[p_] == 'E' || t_[p_] == '+'
-                || t_[p_] == '-'))
-            ++p_;
-        if (p_ == start)
-            return false;
-        v.kind = jvalue::number;
-        v.n = std::stod(t_.substr(start, p_ - start));
-        return true;
-    }
-    const std::string& t_;
-    std::size_t p_ = 0;
-};
-
-jvalue parse_or_fail(const std::string& text)
+// Each report's JSON object, parsed strictly so that a malformed one fails the test.
+json_value parse_or_fail(const std::string& text)
 {
-    jvalue v;
-    EXPECT_TRUE(jparser(text).parse(v)) << "not valid JSON:\n" << text;
-    EXPECT_EQ(v.kind, jvalue::object);
+    json_value v;
+    json_parser p(text);
+    EXPECT_TRUE(p.parse(v)) << "not valid JSON at offset " << p.where() << ":\n" << text;
+    EXPECT_EQ(v.kind, json_kind::object);
     return v;
-}
-
-TEST(JsonParser, RejectsBrokenJson)
-{
-    jvalue v;
-    EXPECT_TRUE(jparser(R"({"a":[1,2,{"b":"c\n"}],"d":true})").parse(v));
-    EXPECT_FALSE(jparser(R"({"a":1,})").parse(v));
-    EXPECT_FALSE(jparser("{\"a\":\"line\nbreak\"}").parse(v));
-    EXPECT_FALSE(jparser(R"({"a":1} x)").parse(v));
 }
 
 class LockdepOutput : public ::testing::Test {
@@ -391,24 +185,24 @@ TEST_F(LockdepOutput, CircularReportAsJson)
     }).join();
     ASSERT_EQ(json.size(), 1u);
     ASSERT_EQ(cap.count(), 1u);
-    const jvalue v = parse_or_fail(json[0]);
+    const json_value v = parse_or_fail(json[0]);
     EXPECT_EQ(v.str("type"), "circular_locking");
     EXPECT_EQ(v.str("title"), "WARNING: possible circular locking dependency detected");
     EXPECT_EQ(v.str("text"), cap.reports()[0]);
-    const jvalue* task = v.get("task");
+    const json_value* task = v.get("task");
     ASSERT_NE(task, nullptr);
-    EXPECT_EQ(task->get("pid")->kind, jvalue::number);
+    EXPECT_EQ(task->get("pid")->kind, json_kind::number);
     EXPECT_EQ(v.get("acquiring")->str("class"), "A");
     EXPECT_EQ(v.get("holding")->str("class"), "B");
     EXPECT_EQ(v.get("acquiring")->str("usage"), "+.+.");
-    const jvalue* chain = v.get("chain");
+    const json_value* chain = v.get("chain");
     ASSERT_NE(chain, nullptr);
     ASSERT_EQ(chain->a.size(), 2u);
     EXPECT_EQ(chain->a[0].str("class"), "B");
     EXPECT_EQ(chain->a[0].get("index")->n, 1);
     EXPECT_EQ(chain->a[1].str("class"), "A");
     for (const auto& e : chain->a) {
-        const jvalue* st = e.get("stack");
+        const json_value* st = e.get("stack");
         ASSERT_NE(st, nullptr);
         ASSERT_FALSE(st->a.empty());
         EXPECT_EQ(st->a[0].str("ip").rfind("0x", 0), 0u);
@@ -444,7 +238,7 @@ TEST_F(LockdepOutput, EveryReportKindIsOneJsonObject)
     const char* types[] = {"recursive_locking", "bad_unlock_balance", "held_lock_freed", "locks_held_at_exit",
         "inconsistent_lock_state", "limit"};
     for (std::size_t i = 0; i < json.size(); ++i) {
-        const jvalue v = parse_or_fail(json[i]);
+        const json_value v = parse_or_fail(json[i]);
         EXPECT_EQ(v.str("type"), types[i]);
         EXPECT_EQ(v.str("text"), cap.reports()[i]);
         EXPECT_NE(v.get("stack"), nullptr);
@@ -474,7 +268,7 @@ TEST_F(LockdepOutput, IrqReportsAsJson)
     acq(later); // V becomes unsafe under the safe S: irq lock inversion
     rel(later);
     ASSERT_EQ(json.size(), 2u);
-    const jvalue order = parse_or_fail(json[0]);
+    const json_value order = parse_or_fail(json[0]);
     EXPECT_EQ(order.str("type"), "irq_safe_unsafe_order");
     EXPECT_EQ(order.get("safe")->str("class"), "S");
     EXPECT_EQ(order.get("unsafe")->str("class"), "U");
@@ -482,7 +276,7 @@ TEST_F(LockdepOutput, IrqReportsAsJson)
     EXPECT_FALSE(order.get("unsafe_at")->a.empty());
     EXPECT_EQ(order.get("safe_dependencies")->a.size(), 1u);
     EXPECT_EQ(order.get("unsafe_dependencies")->a.size(), 1u);
-    const jvalue inv = parse_or_fail(json[1]);
+    const json_value inv = parse_or_fail(json[1]);
     EXPECT_EQ(inv.str("type"), "irq_lock_inversion");
     EXPECT_EQ(inv.get("lock")->str("class"), "V");
     EXPECT_EQ(inv.get("other")->str("class"), "S");
