@@ -171,7 +171,7 @@ struct task_counters {
     std::atomic<std::uint64_t> redundant_softirqs_off{0};
 };
 
-class task_host;
+struct task_host;
 
 // A task's lockdep state: held locks, chain key, irq event stamps (the kernel keeps these in
 // task_struct). The fields belong to the engine; an environment only embeds one per task (all
@@ -239,17 +239,18 @@ extern std::atomic<std::uint32_t> g_state;
 // take the CPU, the stack, the names of ips and the addresses printed for locks and keys from here
 // instead of from sched_getcpu(), backtrace(), the ELF symbolizer and the objects' real addresses,
 // so a simulated run's reports are the same in every run, byte for byte.
-class task_host {
-public:
-    virtual ~task_host() = default;
-    virtual int cpu() const noexcept = 0;
+// An operations table rather than virtual functions (the kernel's way, too): the engine is also
+// linked into the preload library, which C programs load, where sanitizers' C++ type checks of a
+// virtual call would find no C++ runtime.
+struct task_host {
+    int (*cpu)(const task_host& self) noexcept;
     // The task's stack now, innermost frame first; at most `max` frames.
-    virtual unsigned stack(std::uintptr_t* out, unsigned max) const noexcept = 0;
+    unsigned (*stack)(const task_host& self, std::uintptr_t* out, unsigned max) noexcept;
     // A name for an ip this host handed out (in a stack or as an acquire ip), or for an address()
     // of a key; `return_address` as in klock::detail::format_symbol.
-    virtual std::string symbol(std::uintptr_t ip, bool return_address) const = 0;
+    std::string (*symbol)(const task_host& self, std::uintptr_t ip, bool return_address);
     // The address a report prints for a lock instance or a lock_class_key.
-    virtual std::uintptr_t address(const void* object) const noexcept = 0;
+    std::uintptr_t (*address)(const task_host& self, const void* object) noexcept;
 };
 
 // ---- entry points, explicit task (any environment) ----

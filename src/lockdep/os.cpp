@@ -48,7 +48,7 @@ bool os_may_register(task_state& ts) noexcept
 int report_cpu(const task_state& ts) noexcept
 {
     if (ts.host != nullptr)
-        return ts.host->cpu();
+        return ts.host->cpu(*ts.host);
     const int cpu = ::sched_getcpu();
     return cpu < 0 ? 0 : cpu;
 }

@@ -99,11 +99,11 @@ public:
     // Names and addresses as the task's host sees them (a simulated task's are its script's).
     std::string sym(std::uintptr_t ip, bool return_address = true) const
     {
-        return ts_.host != nullptr ? ts_.host->symbol(ip, return_address) : symbolize(ip, return_address);
+        return ts_.host != nullptr ? ts_.host->symbol(*ts_.host, ip, return_address) : symbolize(ip, return_address);
     }
     std::uintptr_t addr(const void* object) const noexcept
     {
-        return ts_.host != nullptr ? ts_.host->address(object) : reinterpret_cast<std::uintptr_t>(object);
+        return ts_.host != nullptr ? ts_.host->address(*ts_.host, object) : reinterpret_cast<std::uintptr_t>(object);
     }
 
     // blank line, '=' rule, title, version line, '-' rule

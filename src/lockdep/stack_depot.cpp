@@ -75,7 +75,7 @@ unsigned capture(const task_state& ts, void** out, unsigned max)
 {
     if (ts.host != nullptr) {
         std::uintptr_t ips[MAX_FRAMES];
-        const unsigned n = ts.host->stack(ips, max < MAX_FRAMES ? max : MAX_FRAMES);
+        const unsigned n = ts.host->stack(*ts.host, ips, max < MAX_FRAMES ? max : MAX_FRAMES);
         for (unsigned i = 0; i < n; ++i)
             out[i] = reinterpret_cast<void*>(ips[i]);
         return n;

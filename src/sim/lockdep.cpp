@@ -62,9 +62,26 @@ std::uintptr_t make_ip(std::uint32_t ctx, std::uint32_t pc) noexcept
 // ---------------------------------------------------------------------------------------------
 // the engine's view of a simulated task
 
-int task_lockdep::cpu() const noexcept { return t->cpu; }
+namespace {
+const task_lockdep& self_of(const lockdep::task_host& h) noexcept { return static_cast<const task_lockdep&>(h); }
+} // namespace
 
-unsigned task_lockdep::stack(std::uintptr_t* out, unsigned max) const noexcept
+task_lockdep::task_lockdep(const machine* mm, const sim_task* tt) noexcept
+    : lockdep::task_host{
+        [](const task_host& h) noexcept { return self_of(h).cpu_of(); },
+        [](const task_host& h, std::uintptr_t* out, unsigned max) noexcept { return self_of(h).stack_of(out, max); },
+        [](const task_host& h, std::uintptr_t ip, bool ra) { return self_of(h).symbol_of(ip, ra); },
+        [](const task_host& h, const void* object) noexcept { return self_of(h).address_of(object); },
+    },
+      m(mm),
+      t(tt)
+{
+    state.host = this;
+}
+
+int task_lockdep::cpu_of() const noexcept { return t->cpu; }
+
+unsigned task_lockdep::stack_of(std::uintptr_t* out, unsigned max) const noexcept
 {
     unsigned n = 0;
     auto push = [&](std::uintptr_t ip) {
@@ -85,7 +102,7 @@ unsigned task_lockdep::stack(std::uintptr_t* out, unsigned max) const noexcept
     return n;
 }
 
-std::string task_lockdep::symbol(std::uintptr_t ip, bool return_address) const
+std::string task_lockdep::symbol_of(std::uintptr_t ip, bool return_address) const
 {
     const machine& mm = *m;
     const std::size_t nlocks = mm.locks_.size();
@@ -129,7 +146,7 @@ std::string task_lockdep::symbol(std::uintptr_t ip, bool return_address) const
     return who + ": " + what + where;
 }
 
-std::uintptr_t task_lockdep::address(const void* object) const noexcept
+std::uintptr_t task_lockdep::address_of(const void* object) const noexcept
 {
     const std::size_t n = m->locks_.size();
     const lock_lockdep* deps = m->lock_deps_.get();
@@ -178,10 +195,7 @@ void machine::lockdep_setup()
     for (std::size_t i = 0; i < locks_.size(); ++i)
         lock_deps_[i].map.init(locks_[i].name.c_str(), &lock_deps_[i].key);
     for (auto& t : tasks_) {
-        t->ld = std::make_unique<task_lockdep>();
-        t->ld->m = this;
-        t->ld->t = t.get();
-        t->ld->state.host = t->ld.get();
+        t->ld = std::make_unique<task_lockdep>(this, t.get());
     }
 }
 

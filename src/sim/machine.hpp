@@ -80,15 +80,16 @@ class machine;
 // lockdep's view of one simulated task (lockdep.cpp): the engine's per-task state, and the host
 // through which the engine asks for the task's CPU and its stack - the script steps it is in,
 // innermost context first - so that a report names scenario steps and is the same in every run.
-struct task_lockdep final : lockdep::task_host {
+struct task_lockdep : lockdep::task_host {
     const machine* m = nullptr;
     const sim_task* t = nullptr;
     lockdep::task_state state{};
 
-    int cpu() const noexcept override;
-    unsigned stack(std::uintptr_t* out, unsigned max) const noexcept override;
-    std::string symbol(std::uintptr_t ip, bool return_address) const override;
-    std::uintptr_t address(const void* object) const noexcept override;
+    task_lockdep(const machine* mm, const sim_task* tt) noexcept;
+    int cpu_of() const noexcept;
+    unsigned stack_of(std::uintptr_t* out, unsigned max) const noexcept;
+    std::string symbol_of(std::uintptr_t ip, bool return_address) const;
+    std::uintptr_t address_of(const void* object) const noexcept;
 };
 
 // A scenario lock's lockdep identity: one class per scenario lock, named after it.
