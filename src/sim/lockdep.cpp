@@ -31,6 +31,12 @@
 //   print it as "A: mutex_lock(L1) at line 12". Lock instances and keys get fixed addresses per
 //   lock index. No real address reaches a report, so reports are deterministic.
 //
+// STACK: the engine runs on a stack of its own, switched to for each call (two fiber switches,
+//   no scheduling point in between: the engine touches no simulated word). A scenario's stack use
+//   is then its own frames and klock's lock code, as on the kernel's stacks; the validator's C++
+//   frames (reports build strings) are far larger than the kernel's lockdep frames and would
+//   distort it, and on a 16 KiB simulated stack a report could overflow it.
+//
 // REPORTS go through klock's report sink like all others. Every engine call first files what
 // was already reported as "lock bug" and then files what the call added as the "lockdep" check.
 #include "machine.hpp"
@@ -164,18 +170,28 @@ std::uintptr_t task_lockdep::address_of(const void* object) const noexcept
 
 namespace {
 
-// One call into the engine for the current task: reports already made belong to other checks;
-// what the call reports is lockdep's.
+// One call into the engine for the current task, on lockdep's stack: reports already made belong
+// to other checks; what the call reports is lockdep's.
 template <class F> void engine_call(machine& m, F&& f)
 {
     sim_task* t = m.cur_task();
     if (t->ld == nullptr)
         return;
-    m.check_reports();
-    const std::uint64_t before = lockdep::report_count();
-    f(t->ld->state, t->ti);
-    if (lockdep::report_count() != before)
-        m.collect_reports("lockdep", false);
+    struct call {
+        machine* m;
+        F* f;
+        sim_task* t;
+    } c{&m, &f, t};
+    m.on_lockdep_stack(
+        [](void* p) {
+            auto* k = static_cast<call*>(p);
+            k->m->check_reports();
+            const std::uint64_t before = lockdep::report_count();
+            (*k->f)(k->t->ld->state, k->t->ti);
+            if (lockdep::report_count() != before)
+                k->m->collect_reports("lockdep", false);
+        },
+        &c);
 }
 
 std::uintptr_t current_ip(const sim_task* t) noexcept
@@ -188,9 +204,34 @@ std::uintptr_t current_ip(const sim_task* t) noexcept
 
 } // namespace
 
+void machine::on_lockdep_stack(void (*fn)(void*), void* arg) noexcept
+{
+    fiber_context* back = running_ != nullptr ? cur_cpu().active : nullptr;
+    if (back == nullptr || ld_stack_ == nullptr) {
+        fn(arg);
+        return;
+    }
+    ld_fn_ = fn;
+    ld_arg_ = arg;
+    ld_return_ = back;
+    switch_fiber(*back, ld_ctx_);
+}
+
+void machine::lockdep_entry(void* arg)
+{
+    fiber_started();
+    auto* m = static_cast<machine*>(arg);
+    for (;;) {
+        m->ld_fn_(m->ld_arg_);
+        switch_fiber(m->ld_ctx_, *m->ld_return_);
+    }
+}
+
 void machine::lockdep_setup()
 {
     lockdep::reset();
+    ld_stack_ = stack_pool::local().get(256 * 1024 * stack_scale, 4096);
+    make_fiber(ld_ctx_, *ld_stack_, &machine::lockdep_entry, this);
     lock_deps_ = std::make_unique<lock_lockdep[]>(locks_.size());
     for (std::size_t i = 0; i < locks_.size(); ++i)
         lock_deps_[i].map.init(locks_[i].name.c_str(), &lock_deps_[i].key);
@@ -211,6 +252,8 @@ void machine::lockdep_teardown() noexcept
     for (auto& t : tasks_)
         t->ld.reset();
     lock_deps_.reset();
+    if (ld_stack_ != nullptr)
+        stack_pool::local().put(std::move(ld_stack_));
 }
 
 void machine::ld_acquire(int lock, int read, bool trylock)

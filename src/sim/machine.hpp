@@ -334,6 +334,8 @@ public:
     void ld_softirqs(bool on);
     void ld_task_exit();
     void collect_reports(const char* check, bool sanitize);
+    void on_lockdep_stack(void (*fn)(void*), void* arg) noexcept;
+    static void lockdep_entry(void* arg);
 
     // events
     void emit(event e);
@@ -351,6 +353,12 @@ public:
     std::vector<sim_task*> slots_; // slot -> task (index 0 unused)
     std::vector<lock_obj> locks_;
     std::unique_ptr<lock_lockdep[]> lock_deps_;
+    // lockdep's own stack (lockdep.cpp): the engine runs there, not on the simulated stacks
+    std::unique_ptr<fiber_stack> ld_stack_;
+    fiber_context ld_ctx_;
+    fiber_context* ld_return_ = nullptr;
+    void (*ld_fn_)(void*) = nullptr;
+    void* ld_arg_ = nullptr;
     std::priority_queue<timed_event, std::vector<timed_event>, std::greater<timed_event>> events_;
     std::uint64_t event_seq_ = 0;
     std::uint64_t enqueue_seq_ = 0;
