@@ -279,33 +279,51 @@ std::string describe_word(const machine& m, const lock_obj& L, std::uint64_t v)
 
 namespace {
 
-[[gnu::noinline]] void recurse_frames(machine& m, sim_task* t, unsigned n, std::size_t bytes)
+// Out of line, so that its strings take no room in every recursion frame.
+[[gnu::cold, gnu::noinline]] void recurse_into_guard(machine& m, sim_task* t)
+{
+    m.fail("stack overflow",
+        "Kernel panic - not syncing: kernel stack overflow\n " + std::string(t->ti.comm) + "/"
+            + std::to_string(t->ti.pid)
+            + ": a `recurse` frame would run past the end of the stack into the guard page");
+    m.stop_ = true;
+    m.stop_reason_ = "stack overflow";
+    detail::step(1); // back to the machine, for good
+}
+
+// A `recurse` step: `n` nested calls whose frames take `bytes` of stack each, in any build. Each
+// level fills the stack down to its own target address (the step's start minus k * bytes), so
+// this function's own frame - larger under a sanitizer, laid out differently by each compiler -
+// takes from the level's share instead of adding to it.
+[[gnu::noinline]] void recurse_frames(machine& m, sim_task* t, unsigned n, std::size_t bytes, std::uintptr_t target)
 {
     if (n == 0 || m.stop_)
         return;
-    // Never run into the guard page: that would be a fault, not a report. (The kernel's
-    // VMAP_STACK guard page makes this an oops; the magic catches smaller overflows first.)
-    unsigned char probe;
-    const fiber_stack* s = t->stack.get();
+    fiber_stack* s = t->stack.get();
     sim_cpu& c = *m.cpus_[static_cast<std::size_t>(detail::tls_hot->cpu)];
     if (c.on_irq_stack)
         s = c.irq_stack.get();
-    if (s != nullptr && s->contains(&probe)
-        && static_cast<std::size_t>(&probe - s->lowest()) < bytes + 1024 * stack_scale) {
-        m.fail("stack overflow",
-            "Kernel panic - not syncing: kernel stack overflow\n " + std::string(t->ti.comm) + "/"
-                + std::to_string(t->ti.pid)
-                + ": a `recurse` frame would run past the end of the stack into the guard page");
-        m.stop_ = true;
-        m.stop_reason_ = "stack overflow";
-        detail::step(1); // back to the machine, for good
+    auto* here = static_cast<unsigned char*>(__builtin_frame_address(0));
+    const bool on_stack = s != nullptr && s->contains(here);
+    const auto at = reinterpret_cast<std::uintptr_t>(here);
+    const std::size_t fill = on_stack && at > target + 16 ? at - target : 16;
+    // Never run into the guard page: that would be a fault, not a report. (The kernel's
+    // VMAP_STACK guard page makes this an oops; the magic catches smaller overflows first.)
+    if (on_stack && static_cast<std::size_t>(here - s->lowest()) < fill + 1024 * stack_scale) {
+        recurse_into_guard(m, t);
         return;
     }
-    auto* frame = static_cast<unsigned char*>(__builtin_alloca(bytes));
-    std::memset(frame, 0x5a, bytes);
+    auto* frame = static_cast<unsigned char*>(__builtin_alloca(fill));
+    std::memset(frame, 0x5a, fill);
+    // A frame holds data from its alloca up to its caller's frame. When that span has reached
+    // the stack's end, its data is on the magic word, as a kernel call chain's would be: the
+    // alloca alone may leave the word in a gap between frames (padding, a sanitizer's redzone),
+    // and whether an overflow is seen would depend on the build's frame layout.
+    if (on_stack && frame <= reinterpret_cast<unsigned char*>(s->end_of_stack()))
+        s->overwrite_magic(0x5a5a5a5a5a5a5a5aul);
     asm volatile("" : : "r"(frame) : "memory");
     detail::step(m.opt_.atomic_ns); // a scheduling point per frame
-    recurse_frames(m, t, n - 1, bytes);
+    recurse_frames(m, t, n - 1, bytes, target - bytes);
     asm volatile("" : : "r"(frame) : "memory");
 }
 
@@ -415,7 +433,8 @@ struct script_runner {
             detail::step(m.opt_.atomic_ns);
             break;
         case op::recurse:
-            recurse_frames(m, t, s.count, s.bytes * stack_scale);
+            recurse_frames(m, t, s.count, s.bytes * stack_scale,
+                reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) - s.bytes * stack_scale);
             break;
         case op::no_switch_begin:
             ++t->no_switch;

@@ -71,6 +71,8 @@ public:
     // their redzones' poison there, and reading it is this checker's whole job.
     bool magic_intact() const noexcept { return magic_value() == STACK_END_MAGIC; }
     unsigned long magic_value() const noexcept;
+    // A frame's data lands on the magic word (a simulated call chain that ran past the end).
+    void overwrite_magic(unsigned long value) noexcept;
     // Writes the magic and a fill pattern over the usable area (for the high-water mark);
     // restore_magic() only the magic.
     void reset();
