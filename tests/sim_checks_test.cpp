@@ -219,6 +219,28 @@ TEST(SimChecks, StackOverflow)
     EXPECT_GT(ok.tasks[0].stack_used, 18u * 1024);
 }
 
+// A `recurse` step's frames take their size, not the compiler's frame size for the call, so a
+// scenario's stack use (and whether it overflows) is the same in every build.
+TEST(SimChecks, RecurseFramesTakeTheirSize)
+{
+    if (!klock::sim::stack_use_visible())
+        GTEST_SKIP() << "AddressSanitizer's fake stacks hold the frames";
+    auto used = [](std::vector<step> steps) {
+        scenario s;
+        s.cpus = 1;
+        add_task(s, "A", policy::other, 0, std::move(steps)).stack_size = 32 * 1024;
+        const run_result r = run(s);
+        EXPECT_TRUE(r.passed()) << failures(r);
+        return r.tasks[0].stack_used;
+    };
+    // Twenty more frames of 128 bytes (smaller than the call's own frame in a sanitizer build)
+    // and ten more of 1 KiB: exactly that much more stack, give or take alignment.
+    const auto more_small = static_cast<long>(used({recurse(40, 128)}) - used({recurse(20, 128)}));
+    const auto more_large = static_cast<long>(used({recurse(20, 1024)}) - used({recurse(10, 1024)}));
+    EXPECT_NEAR(more_small, 20 * 128, 64); // stack_used is in unscaled bytes
+    EXPECT_NEAR(more_large, 10 * 1024, 64);
+}
+
 TEST(SimChecks, LockBugsFromKlockItself)
 {
     const run_result aa = run_builtin("aa");
