@@ -47,16 +47,16 @@ bool has(const std::string& text, const char* needle) { return text.find(needle)
 
 // A task takes L, and a handler of `irq` takes L at another time (never during the task's hold).
 // `task_steps` wraps the task's critical section.
-scenario irq_and_task(bool softirq, std::vector<step> task_steps, lock_type t = lock_type::spinlock,
-    bool irq_reads = false)
+scenario irq_and_task(
+    bool softirq, std::vector<step> task_steps, lock_type t = lock_type::spinlock, bool irq_reads = false)
 {
     scenario s;
     s.name = "irq-and-task";
     s.cpus = 1;
     s.time_limit_ns = ms(50);
     const int L = add_lock(s, "L", t);
-    irq_spec& is
-        = add_irq(s, "dev", 0, {irq_reads ? lock_read(L) : lock(L), work(us(5)), irq_reads ? unlock_read(L) : unlock(L)});
+    irq_spec& is = add_irq(
+        s, "dev", 0, {irq_reads ? lock_read(L) : lock(L), work(us(5)), irq_reads ? unlock_read(L) : unlock(L)});
     is.softirq = softirq;
     is.at_ns = ms(3);
     for (step& st : task_steps)
@@ -180,6 +180,15 @@ TEST(SimLockdep, TaskExitingWithALockHeld)
     EXPECT_TRUE(has(rep, "WARNING: A/101 still has locks held!\n")) << rep;
     EXPECT_TRUE(has(rep, "1 lock held by A/101:\n #0: ffff888000100000 (M){+.+.}, at: A: mutex_lock(M) at step 1\n"))
         << rep;
+}
+
+TEST(SimLockdep, StepsOfAFileAreCitedByFileAndLine)
+{
+    scenario s = find_builtin("lockdep-abba")->make();
+    s.file = "/some/dir/abba.scn";
+    s.tasks[1].steps[2].line = 17;
+    const std::string rep = lockdep_only(run(s));
+    EXPECT_TRUE(has(rep, " (L1){+.+.}, at: B: mutex_lock(L1) at abba.scn:17\n")) << rep;
 }
 
 TEST(SimLockdep, TheProcessEngineIsUsableAfterARun)

@@ -28,8 +28,9 @@
 //   the task's step, the task. Such a frame is a made-up kernel-text-like ip:
 //       0xffffff0000000000 | context << 24 | step index      (step ENTRY_PC: the context itself)
 //   with context 1 + task index for a task and 0x8000 + irq index for a handler; the reports
-//   print it as "A: mutex_lock(L1) at line 12". Lock instances and keys get fixed addresses per
-//   lock index. No real address reaches a report, so reports are deterministic.
+//   print it as "A: mutex_lock(L1) at abba.scn:12" ("at step 3" for a scenario built in code).
+//   Lock instances and keys get fixed addresses per lock index. No real address reaches a
+//   report, so reports are deterministic.
 //
 // STACK: the engine runs on a stack of its own, switched to for each call (two fiber switches,
 //   no scheduling point in between: the engine touches no simulated word). A scenario's stack use
@@ -144,11 +145,18 @@ std::string task_lockdep::symbol_of(std::uintptr_t ip, bool return_address) cons
         const lock_obj& L = mm.locks_[static_cast<std::size_t>(s.lock)];
         what = std::string(op_verb(L.type, s.kind)) + "(" + L.name + ")";
     }
+    // The file's base name, so that the report does not depend on where the file was read from.
+    const std::string& file = mm.scn_.file;
+    const std::size_t slash = file.find_last_of('/');
     char where[48];
-    if (s.line != 0)
+    if (s.line != 0 && !file.empty())
+        std::snprintf(where, sizeof where, ":%u", s.line);
+    else if (s.line != 0)
         std::snprintf(where, sizeof where, " at line %u", s.line);
     else
         std::snprintf(where, sizeof where, " at step %u", pc + 1);
+    if (s.line != 0 && !file.empty())
+        return who + ": " + what + " at " + file.substr(slash == std::string::npos ? 0 : slash + 1) + where;
     return who + ": " + what + where;
 }
 

@@ -1114,6 +1114,7 @@ std::optional<scenario> parse_scenario(std::string_view text, std::string_view f
         scenario s = p.run();
         if (s.name.empty())
             s.name = stem(file_name);
+        s.file = std::string(file_name);
         return s;
     } catch (const failure& f) {
         err = parse_error{std::string(file_name), f.line, f.column, f.message};

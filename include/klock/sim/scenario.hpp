@@ -27,15 +27,15 @@ enum class lock_type : std::uint8_t {
 
 // What one step of a script does. Durations are virtual nanoseconds.
 enum class op : std::uint8_t {
-    lock,            // lock L (spin_lock, mutex_lock, down_write, write_lock, ...)
-    unlock,          // unlock L
-    trylock,         // trylock L (the step does not wait; the result is traced)
-    lock_read,       // down_read / read_lock L
-    unlock_read,     // up_read / read_unlock L
-    lock_irqsave,    // spin_lock_irqsave L
+    lock,              // lock L (spin_lock, mutex_lock, down_write, write_lock, ...)
+    unlock,            // unlock L
+    trylock,           // trylock L (the step does not wait; the result is traced)
+    lock_read,         // down_read / read_lock L
+    unlock_read,       // up_read / read_unlock L
+    lock_irqsave,      // spin_lock_irqsave L
     unlock_irqrestore, // spin_unlock_irqrestore L
-    work,            // run on the CPU for `ns` (preemptible unless preempt/irqs are off)
-    sleep,           // block for `ns` (schedule_timeout)
+    work,              // run on the CPU for `ns` (preemptible unless preempt/irqs are off)
+    sleep,             // block for `ns` (schedule_timeout)
     preempt_disable,
     preempt_enable,
     local_irq_disable,
@@ -46,31 +46,31 @@ enum class op : std::uint8_t {
     recurse,         // call `count` nested frames of `bytes` stack each, then return (stack use)
     no_switch_begin, // from here to no_switch_end, a task switch caused by this task is reported
     no_switch_end,
-    loop,            // repeat the steps up to the matching end_loop `count` times (0: forever)
+    loop, // repeat the steps up to the matching end_loop `count` times (0: forever)
     end_loop,
 };
 
 struct step {
     op kind = op::work;
-    int lock = -1;            // index into scenario::locks for lock operations
-    std::uint64_t ns = 0;     // work / sleep
-    unsigned count = 0;       // recurse frames, loop iterations
-    std::size_t bytes = 0;    // recurse: stack bytes per frame
-    int irq = -1;             // raise_irq: index into scenario::irqs
-    int cpu = -1;             // raise_irq: target CPU, -1 = current
-    unsigned line = 0;        // where it came from in a scenario file (0: built in code)
+    int lock = -1;         // index into scenario::locks for lock operations
+    std::uint64_t ns = 0;  // work / sleep
+    unsigned count = 0;    // recurse frames, loop iterations
+    std::size_t bytes = 0; // recurse: stack bytes per frame
+    int irq = -1;          // raise_irq: index into scenario::irqs
+    int cpu = -1;          // raise_irq: target CPU, -1 = current
+    unsigned line = 0;     // where it came from in a scenario file (0: built in code)
     unsigned column = 0;
 };
 
 struct task_spec {
     std::string name;
     policy sched = policy::other;
-    int prio = 0;                 // 1..99 for fifo/rr; ignored for other
-    int nice = 0;                 // other: -20..19
+    int prio = 0;                               // 1..99 for fifo/rr; ignored for other
+    int nice = 0;                               // other: -20..19
     std::uint64_t affinity = ~std::uint64_t(0); // bit n: may run on CPU n
     std::size_t stack_size = 16 * 1024;
-    std::uint64_t start_ns = 0;   // becomes runnable at this virtual time
-    int start_cpu = -1;           // -1: lowest allowed CPU
+    std::uint64_t start_ns = 0; // becomes runnable at this virtual time
+    int start_cpu = -1;         // -1: lowest allowed CPU
     std::vector<step> steps;
     unsigned line = 0;
 };
@@ -84,7 +84,7 @@ struct irq_spec {
     // softirqs may run on `cpu`: on interrupt exit, or as soon as the CPU is outside interrupt
     // context with bottom halves and interrupts enabled; with SOFTIRQ_OFFSET in preempt_count.
     bool softirq = false;
-    std::uint64_t at_ns = 0;      // 0 with period 0: only when raised by a step
+    std::uint64_t at_ns = 0; // 0 with period 0: only when raised by a step
     std::uint64_t period_ns = 0;
     std::vector<step> handler;
     unsigned line = 0;
@@ -103,9 +103,10 @@ enum class irq_stack_mode : std::uint8_t { task_stack, per_cpu };
 struct scenario {
     std::string name;
     std::string description;
-    unsigned cpus = 1;                         // 1..64
-    std::uint64_t tick_ns = 4'000'000;          // periodic timer tick (250 Hz); 0: none
-    std::uint64_t rr_timeslice_ns = 100'000'000; // SCHED_RR quantum
+    std::string file;                  // the file it was read from ("" when built in code): reports cite its lines
+    unsigned cpus = 1;                 // 1..64
+    std::uint64_t tick_ns = 4'000'000; // periodic timer tick (250 Hz); 0: none
+    std::uint64_t rr_timeslice_ns = 100'000'000;  // SCHED_RR quantum
     std::uint64_t time_limit_ns = 10'000'000'000; // stop the run here (virtual time)
     std::uint64_t soft_lockup_ns = 2'000'000'000; // soft lockup watchdog threshold (virtual)
     std::uint64_t seed = 1;
