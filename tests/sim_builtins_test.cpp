@@ -9,18 +9,13 @@
 #include <set>
 #include <string>
 
+#include "support/sim_results.hpp"
+
 namespace {
 
 using namespace klock::sim;
 
-std::string failures(const run_result& r)
-{
-    std::string s = "stop: " + r.stop_reason + "\n";
-    for (const check_result& c : r.checks)
-        if (!c.passed)
-            s += "FAILED " + c.name + ": " + c.report;
-    return s;
-}
+using klock::test::failures;
 
 run_result run_builtin(const char* name) { return run(find_builtin(name)->make()); }
 

@@ -12,19 +12,14 @@
 #include <string>
 #include <string_view>
 
+#include "support/sim_results.hpp"
+
 namespace {
 
 using namespace klock::sim;
 using namespace klock::sim::build;
 
-std::string failures(const run_result& r)
-{
-    std::string s = "stop: " + r.stop_reason + "\n";
-    for (const check_result& c : r.checks)
-        if (!c.passed)
-            s += "FAILED " + c.name + ": " + c.report;
-    return s;
-}
+using klock::test::failures;
 
 // The check of that name failed, with a report containing `text`; every other check passed.
 void expect_only(const run_result& r, const char* check, const char* text)

@@ -9,19 +9,14 @@
 
 #include <string>
 
+#include "support/sim_results.hpp"
+
 namespace {
 
 using namespace klock::sim;
 using namespace klock::sim::build;
 
-std::string failures(const run_result& r)
-{
-    std::string s = "stop: " + r.stop_reason + "\n";
-    for (const check_result& c : r.checks)
-        if (!c.passed)
-            s += "FAILED " + c.name + ": " + c.report;
-    return s;
-}
+using klock::test::failures;
 
 // The benchmark shape: three tasks on three CPUs, two acquisitions each.
 scenario three_by_two(lock_type t)

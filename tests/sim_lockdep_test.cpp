@@ -11,19 +11,14 @@
 
 #include <string>
 
+#include "support/sim_results.hpp"
+
 namespace {
 
 using namespace klock::sim;
 using namespace klock::sim::build;
 
-std::string failures(const run_result& r)
-{
-    std::string s;
-    for (const check_result& c : r.checks)
-        if (!c.passed)
-            s += "FAILED " + c.name + ": " + c.report;
-    return s;
-}
+using klock::test::failures;
 
 // lockdep failed (and nothing else did); its report.
 std::string lockdep_only(const run_result& r)

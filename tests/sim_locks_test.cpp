@@ -16,19 +16,14 @@
 #include <string>
 #include <vector>
 
+#include "support/sim_results.hpp"
+
 namespace {
 
 using namespace klock::sim;
 using namespace klock::sim::build;
 
-std::string failures(const run_result& r)
-{
-    std::string s = "stop: " + r.stop_reason + "\n";
-    for (const check_result& c : r.checks)
-        if (!c.passed)
-            s += "FAILED " + c.name + ": " + c.report;
-    return s;
-}
+using klock::test::failures;
 
 std::vector<const event*> find(const run_result& r, event_kind k, int task = -2)
 {

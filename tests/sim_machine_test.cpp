@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "support/sim_results.hpp"
+
 namespace {
 
 using namespace klock::sim;
@@ -31,14 +33,7 @@ std::string serialize(const run_result& r)
     return s;
 }
 
-std::string failures(const run_result& r)
-{
-    std::string s = "stop: " + r.stop_reason + "\n";
-    for (const check_result& c : r.checks)
-        if (!c.passed)
-            s += "FAILED " + c.name + ": " + c.report;
-    return s;
-}
+using klock::test::failures;
 
 std::vector<const event*> find(const run_result& r, event_kind k, int task = -2, int cpu = -2)
 {

@@ -1,10 +1,15 @@
-# Runs one `klock sim` command in WORKDIR and checks its exit status and output (docs/sim.md).
-#   cmake -DKLOCK=<klock binary> -DARGS="sim|abba" -DRC=<expected exit status> -DWORKDIR=<dir>
-#         -DOUT=<regex stdout must match> [-DERR=<regex stderr must match>]
-#         [-DFILE=<a file the command must write>] -P expect.cmake
+# Runs one `klock` command and checks its exit status and output; the command suites
+# (tests/sim, tests/torture) register their cases with it.
+#   cmake -DKLOCK=<klock binary> -DARGS="sim|abba" -DRC=<expected exit status>
+#         [-DOUT=<regex stdout must match>] [-DERR=<regex stderr must match>]
+#         [-DWORKDIR=<dir to run in, created>] [-DFILE=<a file the command must write there>]
+#         -P expect_command.cmake
 # ARGS separates the arguments with '|' (a ';' would be split by add_test).
 string(REPLACE "|" ";" args "${ARGS}")
 string(REPLACE "|" " " shown "${ARGS}")
+if(NOT DEFINED WORKDIR)
+  set(WORKDIR "${CMAKE_CURRENT_BINARY_DIR}")
+endif()
 file(MAKE_DIRECTORY "${WORKDIR}")
 if(DEFINED FILE)
   file(REMOVE "${WORKDIR}/${FILE}")
