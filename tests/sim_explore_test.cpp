@@ -18,21 +18,14 @@ using namespace klock::sim::build;
 
 using klock::test::failures;
 
-// The benchmark shape: three tasks on three CPUs, two acquisitions each.
+// The benchmark shape: three tasks on three CPUs, two acquisitions each (the built-in
+// explore-* scenarios).
 scenario three_by_two(lock_type t)
 {
-    scenario s;
-    s.name = std::string("3x2-") + to_string(t);
-    s.cpus = 3;
-    s.tick_ns = 0;
-    s.time_limit_ns = ms(100);
-    const int L = add_lock(s, "L", t);
-    for (unsigned i = 0; i < 3; ++i)
-        add_task(s, std::string(1, static_cast<char>('A' + i)), policy::other, 0,
-            {lock(L), work(100), unlock(L), lock(L), work(100), unlock(L)})
-            .affinity
-            = cpu(i);
-    return s;
+    const char* name = t == lock_type::ticket_spinlock ? "explore-ticket"
+        : t == lock_type::qspinlock                    ? "explore-qspinlock"
+                                                       : "explore-mutex";
+    return find_builtin(name)->make();
 }
 
 // H holds the mutex across a sleep, so W's optimistic spin gives up and W sleeps: the unlock
